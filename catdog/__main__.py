@@ -1,0 +1,3 @@
+from catdog.cli import main
+
+main()
