@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` (train and evaluate on the built-in demo photos)
+# and `make test` (the whole test suite). Both make .venv and install the project first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/catdog demo --config configs/demo.yaml --data data/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check catdog tests scripts
+	$(BIN)/ruff format --check catdog tests scripts
+
+clean:
+	rm -rf $(VENV) data/demo runs

@@ -1,0 +1,182 @@
+"""The `catdog` command line: a thin layer over config, experiments, training and evaluation.
+
+Every expected problem (bad config, bad data, bad checkpoint) is one line on stderr and exit
+code 2; a diverged run exits 3; an interrupted run exits 128 + the signal's number.
+"""
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from catdog.checkpoint import CheckpointError
+from catdog.config import ConfigError
+from catdog.data import DataError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train and compare neural-network optimizers on Dogs vs. Cats.",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def reports_errors(command: F) -> F:
+    """Turn the errors a user can fix into one line and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from catdog.train import Diverged, Interrupted
+
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, DataError, CheckpointError) as error:
+            raise fail(str(error)) from None
+        except Diverged as error:
+            raise fail(str(error), code=3) from None
+        except Interrupted as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(error.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@reports_errors
+def train(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config; keys not given take their defaults."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key: --set optimizer.lr=0.05 (repeatable)."),
+    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
+) -> None:
+    """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
+    from catdog.config import load_config
+    from catdog.experiment import run
+    from catdog.train import resume_config
+    from catdog.train import train as train_run
+
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("--resume takes the config saved in the run; leave out --config")
+        base = resume_config(resume).model_dump(mode="json")
+        for assignment in set_:
+            key = assignment.partition("=")[0].strip()
+            if key not in ("train.epochs", "train.progress", "device"):
+                raise ConfigError(f"--set {key}: only train.epochs, train.progress and device can change on --resume")
+        from catdog.config import apply_override, validate
+
+        for assignment in set_:
+            apply_override(base, assignment)
+        summary = train_run(validate(base, source=f"{resume}/last.pt"), resume, resume=True)
+    else:
+        cfg = load_config(config, set_)
+        summary = run(cfg, label=config.stem if config else "run")
+    best = f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}" if summary.best_epoch else "n/a"
+    typer.echo(
+        f"run: {summary.run_dir}  epochs: {summary.epochs}  best val_acc: {best}  "
+        f"time: {summary.seconds:.1f}s\nevaluate with: catdog evaluate {summary.run_dir}"
+    )
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    target: Path = typer.Argument(..., help="Run folder or checkpoint file."),
+    data: Path = typer.Option(None, "--data", help="Photo folder to evaluate on; default: the run's validation split."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Average each photo with its mirror (default: the run's eval.tta)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
+) -> None:
+    """Accuracy, loss, count and confusion matrix of a trained run on a photo folder."""
+    from catdog.evaluate import evaluate as evaluate_run
+
+    result, details = evaluate_run(target, data, tta=tta, device=device, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps({**result.as_dict(), **details}))
+        return
+    (tn, fp), (fn, tp) = result.confusion
+    typer.echo(
+        f"checkpoint: {details['checkpoint']}\ndata: {details['data']}\n"
+        f"count: {result.count}  accuracy: {result.accuracy:.2%}  loss: {result.loss:.4f}\n"
+        f"confusion (rows: true, columns: predicted)\n"
+        f"          cat    dog\n  cat {tn:>6} {fp:>6}\n  dog {fn:>6} {tp:>6}"
+    )
+
+
+@app.command()
+@reports_errors
+def predict(
+    target: Path = typer.Argument(..., help="Run folder or checkpoint file."),
+    images: list[Path] = typer.Argument(..., help="Photos to classify."),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Average each photo with its mirror."),
+    device: str = typer.Option(None, "--device"),
+) -> None:
+    """One line per photo: its path, cat or dog, and P(dog)."""
+    from catdog.evaluate import predict as predict_images
+
+    failed = 0
+    for prediction in predict_images(target, images, tta=tta, device=device):
+        if prediction.probability is None:
+            failed += 1
+            typer.echo(f"error: {prediction.path}: cannot read this image ({prediction.error})", err=True)
+        else:
+            typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.probability:.4f}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command("make-demo-data")
+@reports_errors
+def make_demo_data(
+    out_dir: Path = typer.Argument(..., help="Folder to write the demo photos into."),
+    per_class: int = typer.Option(1000, "--per-class", min=1, help="Photos of each class."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Draw the built-in demo photos (cat-like and dog-like animals) in Kaggle's flat layout."""
+    from catdog.synthetic import make_demo_data as make
+
+    paths = make(out_dir, per_class=per_class, seed=seed)
+    typer.echo(f"wrote {len(paths)} demo photos to {out_dir}")
+
+
+@app.command()
+@reports_errors
+def demo(
+    config: Path = typer.Option(Path("configs/demo.yaml"), "--config", "-c"),
+    data: Path = typer.Option(Path("data/demo"), "--data", help="Where the demo photos are (made if missing)."),
+) -> None:
+    """Make the demo photos if missing, train on them, evaluate: the whole product in one command."""
+    from catdog.config import load_config
+    from catdog.evaluate import evaluate as evaluate_run
+    from catdog.experiment import run
+    from catdog.synthetic import make_demo_data as make
+
+    if not any(data.glob("*.jpg")):
+        typer.echo(f"making demo photos in {data} ...")
+        make(data)
+    cfg = load_config(config, [f"data.root={data}"])
+    summary = run(cfg, label=config.stem)
+    result, _ = evaluate_run(summary.run_dir, progress=False)
+    typer.echo(
+        f"\ndemo run: {summary.run_dir}\nvalidation accuracy {result.accuracy:.2%} on {result.count} photos "
+        f"(best epoch {summary.best_epoch}), training time {summary.seconds:.1f}s\n"
+        f"next: catdog evaluate {summary.run_dir}   |   catdog predict {summary.run_dir} PHOTO.jpg"
+    )
+
+
+def main() -> None:
+    app(prog_name="catdog")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

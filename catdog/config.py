@@ -1,0 +1,325 @@
+"""Run configuration: schema with documented defaults, YAML files, `--set` overrides, validation.
+
+A config file names only what it changes; every other key takes the default below. Any
+problem (unknown key, wrong type, value out of range, broken YAML) raises `ConfigError` with one
+line that names the key, and the nearest valid key for a typo.
+"""
+
+import difflib
+import inspect
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from catdog.optim import OPTIMIZERS
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line that names the key or file."""
+
+
+class Section(BaseModel):
+    # strict: `epochs: "3"` or `grayscale: 1` are mistakes worth reporting, not coercing.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class AugmentConfig(Section):
+    """Augmentation of training batches, done on whole batches as tensor operations."""
+
+    hflip: bool = False
+    """Mirror each photo left-right with probability 1/2."""
+    shift: int = Field(0, ge=0)
+    """Random translation of up to this many pixels in each direction."""
+    brightness: float = Field(0.0, ge=0.0, le=1.0)
+    """Random brightness factor in [1 - b, 1 + b]."""
+    contrast: float = Field(0.0, ge=0.0, le=1.0)
+    """Random contrast factor in [1 - c, 1 + c]."""
+
+
+class DataConfig(Section):
+    root: str = "data/demo"
+    """Folder of photos: Kaggle's flat layout (cat.1.jpg, dog.1.jpg) or cat/ + dog/ folders."""
+    image_size: int = Field(32, ge=2, le=1024)
+    """Each photo is resized to image_size × image_size, then flattened."""
+    grayscale: bool = False
+    """One channel instead of RGB."""
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of each class held out for validation (stratified, fixed by the seed)."""
+    cache_dir: str | None = None
+    """Where decoded photos are cached; null: $CATDOG_CACHE_DIR, $XDG_CACHE_HOME/catdog or ~/.cache/catdog."""
+    workers: int | None = Field(None, ge=0)
+    """Processes that decode photos on the first pass; null: all cores."""
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ModelConfig(Section):
+    hidden: list[int] = Field(default_factory=lambda: [512, 128])
+    """Widths of the hidden layers; [] is logistic regression."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout after each hidden layer."""
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the input pixels."""
+    batch_norm: bool = False
+    """Batch normalisation after each hidden linear layer."""
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, hidden: list[int]) -> list[int]:
+        if any(width < 1 for width in hidden):
+            raise ValueError(f"every width must be a positive integer, got {hidden}")
+        return hidden
+
+
+class OptimizerConfig(BaseModel):
+    """`name` picks the optimizer; every other key is passed to its constructor."""
+
+    # Extra keys are the optimizer's own hyperparameters (beta, formulation, …), checked
+    # against its constructor in `_check_hyperparameters`.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    name: str = "sgd"
+    """sgd | momentum | nesterov | rmsprop | adam | genetic."""
+    lr: float = Field(0.01, gt=0.0)
+    """The learning rate: the step size (for optimizers that take one)."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in OPTIMIZERS:
+            hint = _nearest(name, list(OPTIMIZERS))
+            raise ValueError(f"unknown optimizer {name!r}{hint}; choose one of {sorted(OPTIMIZERS)}")
+        return name
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The keyword arguments for the optimizer's constructor."""
+        arguments = dict(self.model_extra or {})
+        if "lr" in optimizer_parameters(self.name):
+            arguments["lr"] = self.lr
+        return arguments
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "cosine", "step"] = "constant"
+    """Learning-rate schedule over the run, applied per step."""
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    """Linear warm-up from 0 to lr over this many epochs."""
+    step_epochs: int = Field(10, ge=1)
+    """`step`: multiply lr by `gamma` every this many epochs."""
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    min_lr_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """`cosine`: the lr ends at this fraction of lr."""
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int | Literal["full"] = 64
+    """1 is SGD, `full` is full-batch gradient descent, anything between is mini-batch."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    """Targets become ε/2 and 1 - ε/2."""
+    early_stopping: int | None = Field(None, ge=1)
+    """Stop after this many epochs without a better validation accuracy; null: never."""
+    schedule: ScheduleConfig = ScheduleConfig()
+    progress: bool = True
+    """Show a progress bar per epoch."""
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, batch_size: int | str) -> int | str:
+        if isinstance(batch_size, int) and batch_size < 1:
+            raise ValueError(f"must be a positive integer or 'full', got {batch_size}")
+        return batch_size
+
+
+class EvalConfig(Section):
+    tta: bool = False
+    """Test-time augmentation: average P(dog) of each photo and its mirror image."""
+    batch_size: int = Field(1024, ge=1)
+
+
+class OutputConfig(Section):
+    dir: str = "runs"
+    """Parent folder of runs."""
+    name: str | None = None
+    """Run folder name; null: the config file's name and the time."""
+
+
+class Config(Section):
+    seed: int = 0
+    device: str = "auto"
+    """auto (CUDA when present) | cpu | cuda | cuda:N."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: Literal["mse", "bce"] = "mse"
+    """mse: the article's (label - sigmoid output)²; bce: binary cross-entropy."""
+    optimizer: OptimizerConfig = OptimizerConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+        return device
+
+    @model_validator(mode="after")
+    def _check_hyperparameters(self) -> "Config":
+        check_optimizer(self.optimizer)
+        return self
+
+
+def optimizer_parameters(name: str) -> list[str]:
+    """The hyperparameters the optimizer's constructor takes (all but `params`)."""
+    signature = inspect.signature(OPTIMIZERS[name].__init__)
+    return [p for p in signature.parameters if p not in ("self", "params")]
+
+
+def check_optimizer(optimizer: OptimizerConfig) -> None:
+    """Each key must be one the optimizer takes, and the optimizer must accept its value."""
+    import torch
+
+    accepted = optimizer_parameters(optimizer.name)
+    given = list(optimizer.model_extra or {})
+    if "lr" in optimizer.model_fields_set:
+        given.append("lr")
+    for key in given:
+        if key not in accepted:
+            hint = _nearest(key, accepted, prefix="optimizer.")
+            raise ConfigError(
+                f"optimizer.{key}: not taken by optimizer {optimizer.name!r}{hint} "
+                f"(it takes: {', '.join(accepted)})"
+            )
+    # Building it on a dummy parameter runs the optimizer's own checks now, not mid-run.
+    try:
+        OPTIMIZERS[optimizer.name]([torch.zeros(1, requires_grad=True)], **optimizer.hyperparameters)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optimizer ({optimizer.name}): {error}") from None
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` as a string; people mean the number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; pass an existing YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+    data = parse_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set dotted.key=value`; the value is read as YAML (`3`, `0.1`, `[64, 32]`)."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.05")
+    value = parse_yaml(raw, f"--set {key}")
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read `path` (or start from the defaults), apply `--set` overrides, and validate."""
+    data = read_config_file(path) if path is not None else {}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return validate(data, source=str(path) if path is not None else "config")
+
+
+def validate(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
+
+
+def config_dict(config: Config) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+# --- one-line messages ------------------------------------------------------------------
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    key = ".".join(location)
+    if first["type"] == "extra_forbidden":
+        section = _section_model(location[:-1])
+        fields = list(section.model_fields) if section else []
+        hint = _nearest(location[-1], fields, prefix=".".join(location[:-1] + [""]))
+        return f"{key}: unknown key{hint}"
+    message = first["msg"]
+    if first["type"].startswith("value_error"):
+        message = message.removeprefix("Value error, ")
+    elif "input" in first and not isinstance(first["input"], dict):
+        message = f"{message}, got {first['input']!r}"
+    # A `Literal | int` field reports one error per branch; the first says enough.
+    return f"{key or 'config'}: {message}"
+
+
+def _section_model(location: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in location:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _nearest(word: str, choices: list[str], prefix: str = "") -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{match[0]}'?)" if match else ""

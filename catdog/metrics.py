@@ -1,0 +1,86 @@
+"""Loss, accuracy and confusion matrix of a model over a set of decoded photos."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from catdog.batches import to_inputs
+from catdog.losses import Loss
+
+
+@dataclass
+class Measurement:
+    loss: float
+    accuracy: float
+    count: int
+    confusion: list[list[int]]
+    """confusion[true][predicted], 0 = cat, 1 = dog."""
+    probabilities: np.ndarray
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "count": self.count,
+            "confusion": self.confusion,
+            "confusion_labels": ["cat", "dog"],
+        }
+
+
+@torch.no_grad()
+def predict_pixels(
+    model: nn.Module,
+    pixels: np.ndarray | torch.Tensor,
+    mean: np.ndarray,
+    std: np.ndarray,
+    device: torch.device,
+    tta: bool = False,
+) -> torch.Tensor:
+    """Logits for a batch of uint8 photos (B, C, S, S); with `tta`, the photo and its mirror averaged.
+
+    The mirror's probability is averaged, not its logit, so the result is a mean of two P(dog).
+    """
+    batch = torch.as_tensor(pixels)
+    logits = model(to_inputs(batch, mean, std, device))
+    if not tta:
+        return logits
+    mirrored = model(to_inputs(batch.flip(-1), mean, std, device))
+    probability = (torch.sigmoid(logits) + torch.sigmoid(mirrored)) / 2
+    return torch.logit(probability, eps=1e-7)
+
+
+@torch.no_grad()
+def measure(
+    model: nn.Module,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    loss_fn: Loss,
+    device: torch.device,
+    batch_size: int = 1024,
+    tta: bool = False,
+) -> Measurement:
+    """Evaluate `model` on rows `indices` of `pixels`, in eval mode, restoring its mode after."""
+    was_training = model.training
+    model.eval()
+    indices = np.sort(np.asarray(indices, dtype=np.int64))
+    logits = []
+    for start in range(0, len(indices), batch_size):
+        rows = indices[start : start + batch_size]
+        logits.append(predict_pixels(model, pixels[rows], mean, std, device, tta).float().cpu())
+    model.train(was_training)
+    if not logits:
+        return Measurement(float("nan"), float("nan"), 0, [[0, 0], [0, 0]], np.empty(0, np.float32))
+    all_logits = torch.cat(logits)
+    targets = torch.as_tensor(labels[indices], dtype=torch.float32)
+    loss = float(loss_fn(all_logits, targets))
+    predicted = (all_logits > 0).long()
+    truth = targets.long()
+    confusion = torch.zeros(2, 2, dtype=torch.long)
+    confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
+    accuracy = float((predicted == truth).float().mean())
+    return Measurement(loss, accuracy, len(indices), confusion.tolist(), torch.sigmoid(all_logits).numpy())

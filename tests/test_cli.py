@@ -1,0 +1,88 @@
+"""The real CLI in subprocesses: train → evaluate → predict, and one-line errors with exit code 2."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, catdog
+
+FAST = ["--set", "data.image_size=16", "--set", "model.hidden=[32]", "--set", "train.epochs=2", "--set", "train.progress=false", "--set", "data.workers=0"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    result = catdog("train", "--config", REPO / "configs" / "demo.yaml", "--set", f"data.root={demo_photos}", "--set", f"output.dir={runs}", "--set", "output.name=cli", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "epoch   2/2" in result.stdout
+    assert f"run: {runs / 'cli'}" in result.stdout
+    return runs / "cli"
+
+
+def test_evaluate_json_is_one_object(trained_run: Path) -> None:
+    result = catdog("evaluate", trained_run, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["count"] == 24  # 20% of 60 + 60 photos
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["loss"] >= 0
+    assert sum(map(sum, report["confusion"])) == report["count"]
+
+
+def test_evaluate_on_another_folder_uses_all_of_it(trained_run: Path, demo_photos: Path, tmp_path: Path) -> None:
+    for name in ("cat", "dog"):
+        (tmp_path / name.upper()).mkdir()
+        for photo in sorted(demo_photos.glob(f"{name}.*.jpg"))[:5]:
+            (tmp_path / name.upper() / photo.name).write_bytes(photo.read_bytes())
+    result = catdog("evaluate", trained_run, "--data", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["count"] == 10
+    assert [sum(row) for row in report["confusion"]] == [5, 5]
+
+
+def test_evaluate_human_readable(trained_run: Path) -> None:
+    result = catdog("evaluate", trained_run / "best.pt")
+    assert result.returncode == 0, result.stderr
+    assert "accuracy:" in result.stdout and "confusion" in result.stdout
+
+
+def test_predict_one_line_per_photo(trained_run: Path, demo_photos: Path) -> None:
+    photos = sorted(demo_photos.glob("*.jpg"))[:3]
+    result = catdog("predict", trained_run, *photos)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line, photo in zip(lines, photos, strict=True):
+        path, label, probability = line.split("\t")
+        assert path == str(photo) and label in ("cat", "dog")
+        assert (float(probability) >= 0.5) == (label == "dog")
+
+
+def test_python_dash_m_and_help() -> None:
+    result = catdog("--help")
+    assert result.returncode == 0
+    for command in ("train", "evaluate", "predict", "make-demo-data", "demo"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["train", "--config", "missing.yaml"], ["missing.yaml", "not found"]),
+        (["train", "--set", "optimizer.lrr=0.1"], ["optimizer.lrr", "did you mean 'optimizer.lr'"]),
+        (["train", "--set", "train.epochs=-1"], ["train.epochs"]),
+        (["train", "--set", "data.root=/nonexistent/photos"], ["/nonexistent/photos"]),
+        (["evaluate", "/nonexistent/run"], ["/nonexistent/run"]),
+        (["predict", "/nonexistent/run", "x.jpg"], ["/nonexistent/run"]),
+        (["train", "--resume", "/nonexistent/run"], ["/nonexistent/run"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], words: list[str], tmp_path: Path) -> None:
+    result = catdog(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,105 @@
+"""Config: defaults, YAML, --set overrides, and every error path as one line naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from catdog.config import Config, ConfigError, load_config, save_config, validate
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_need_no_file() -> None:
+    config = load_config(None)
+    assert config == Config()
+    assert config.model.hidden == [512, 128]
+    assert config.loss == "mse"
+    assert config.optimizer.name == "sgd" and config.optimizer.lr == 0.01
+    assert config.train.batch_size == 64
+
+
+def test_a_file_names_only_what_it_changes(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "optimizer:\n  lr: 0.2\ntrain:\n  batch_size: full\n"))
+    assert config.optimizer.lr == 0.2
+    assert config.train.batch_size == "full"
+    assert config.train.epochs == Config().train.epochs
+
+
+def test_scientific_notation_is_a_number(tmp_path: Path) -> None:
+    # Plain YAML 1.1 would read 1e-3 as the string "1e-3".
+    assert load_config(write(tmp_path, "optimizer:\n  lr: 1e-3\n")).optimizer.lr == pytest.approx(1e-3)
+
+
+def test_overrides_are_yaml_typed_and_repeat(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, "train:\n  epochs: 5\n"),
+        ["optimizer.lr=0.05", "train.epochs=3", "model.hidden=[64, 32]", "data.grayscale=true"],
+    )
+    assert config.optimizer.lr == 0.05
+    assert config.train.epochs == 3
+    assert config.model.hidden == [64, 32]
+    assert config.data.grayscale is True
+
+
+def test_optimizer_hyperparameters_pass_through(tmp_path: Path) -> None:
+    config = load_config(None, ["optimizer.name=momentum", "optimizer.beta=0.8", "optimizer.formulation=classic"])
+    assert config.optimizer.hyperparameters == {"beta": 0.8, "formulation": "classic", "lr": 0.01}
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    config = load_config(None, ["optimizer.name=adam", "optimizer.betas=[0.8, 0.99]", "seed=7"])
+    save_config(config, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == config
+    assert yaml.safe_load((tmp_path / "resolved.yaml").read_text())["seed"] == 7
+
+
+ERRORS = [
+    # (file text, overrides, words the one-line message must contain)
+    ("optimizer:\n  lrr: 0.1\n", [], ["optimizer.lrr", "did you mean 'optimizer.lr'"]),
+    ("trian:\n  epochs: 3\n", [], ["trian", "unknown key", "did you mean 'train'"]),
+    ("model:\n  hiden: [3]\n", [], ["model.hiden", "did you mean 'model.hidden'"]),
+    ("train:\n  epochs: three\n", [], ["train.epochs", "integer"]),
+    ("train:\n  epochs: 0\n", [], ["train.epochs", "greater than or equal to 1"]),
+    ("train:\n  batch_size: 0\n", [], ["train.batch_size"]),
+    ("train:\n  batch_size: half\n", [], ["train.batch_size"]),
+    ("data:\n  val_fraction: 1.5\n", [], ["data.val_fraction", "less than 1"]),
+    ("data:\n  grayscale: 1\n", [], ["data.grayscale", "boolean"]),
+    ("model:\n  hidden: [64, -1]\n", [], ["model.hidden", "positive"]),
+    ("loss: hinge\n", [], ["loss", "'mse' or 'bce'"]),
+    ("device: gpu\n", [], ["device", "auto, cpu, cuda"]),
+    ("optimizer:\n  name: adamw\n", [], ["optimizer.name", "unknown optimizer 'adamw'", "did you mean 'adam'"]),
+    ("optimizer:\n  lr: -1\n", [], ["optimizer.lr", "greater than 0"]),
+    ("optimizer:\n  name: sgd\n  beta: 0.9\n", [], ["optimizer.beta", "not taken by optimizer 'sgd'"]),
+    ("optimizer:\n  name: momentum\n  beta: 1.5\n", [], ["optimizer", "1.5"]),
+    ("optimizer:\n  name: momentum\n  formulation: ng\n", [], ["optimizer", "ng"]),
+    ("train: [1, 2\n", [], ["line 1", "column", "invalid YAML"]),
+    ("- just\n- a list\n", [], ["mapping"]),
+    ("", ["optimizer.lr"], ["--set", "KEY=VALUE"]),
+    ("", ["optimizer.lr.x=1"], ["optimizer.lr is not a section"]),
+    ("", ["train.epochs=[1"], ["--set train.epochs", "invalid YAML"]),
+]
+
+
+@pytest.mark.parametrize(("text", "overrides", "words"), ERRORS)
+def test_errors_are_one_line_naming_the_key(tmp_path: Path, text: str, overrides: list[str], words: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), overrides)
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_validate_names_its_source() -> None:
+    with pytest.raises(ConfigError, match=r"^runs/x/last\.pt: seed"):
+        validate({"seed": "x"}, source="runs/x/last.pt")

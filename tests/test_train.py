@@ -1,0 +1,105 @@
+"""The training loop on generated photos: learning, reproducibility, checkpoints, resume, divergence."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from catdog.config import Config, ConfigError, load_config
+from catdog.experiment import new_run_dir, run
+from catdog.train import Diverged, learning_rate, read_metrics, train
+
+
+def small_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
+    return load_config(
+        None,
+        [
+            f"data.root={photos}",
+            "data.image_size=16",
+            "data.workers=0",
+            "model.hidden=[32]",
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.progress=false",
+            "optimizer.lr=0.1",
+            f"output.dir={tmp_path / 'runs'}",
+            *overrides,
+        ],
+    )
+
+
+def without_time(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
+
+
+def test_training_lowers_the_loss_and_writes_the_run(demo_photos: Path, tmp_path: Path) -> None:
+    config = small_config(demo_photos, tmp_path, "train.epochs=6", "loss=bce")
+    summary = run(config, "t")
+    rows = read_metrics(summary.run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert summary.best_accuracy > 0.5
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.csv"):
+        assert (summary.run_dir / name).is_file()
+    assert load_config(summary.run_dir / "config.yaml") == config
+
+
+def test_same_seed_same_metrics(demo_photos: Path, tmp_path: Path) -> None:
+    config = small_config(demo_photos, tmp_path, "model.dropout=0.2", "data.augment.hflip=true")
+    first = read_metrics(run(config, "a").run_dir / "metrics.csv")
+    second = read_metrics(run(config, "b").run_dir / "metrics.csv")
+    assert without_time(first) == without_time(second)
+    other = read_metrics(run(small_config(demo_photos, tmp_path, "seed=1"), "c").run_dir / "metrics.csv")
+    assert without_time(other) != without_time(first)
+
+
+@pytest.mark.parametrize("batch_size", ["full", "1"])
+def test_full_batch_and_single_example_batches(demo_photos: Path, tmp_path: Path, batch_size: str) -> None:
+    summary = run(small_config(demo_photos, tmp_path, f"train.batch_size={batch_size}", "train.epochs=1", "optimizer.lr=0.01"), "b")
+    assert summary.epochs == 1
+
+
+def test_checkpoints_load_without_pickled_code(demo_photos: Path, tmp_path: Path) -> None:
+    summary = run(small_config(demo_photos, tmp_path, "train.epochs=1"), "c")
+    checkpoint = torch.load(summary.run_dir / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "config", "normalization", "progress", "rng"} <= set(checkpoint)
+    assert checkpoint["progress"]["epoch"] == 1
+    assert len(checkpoint["normalization"]["mean"]) == 3
+
+
+def test_resume_extends_a_run_identically(demo_photos: Path, tmp_path: Path) -> None:
+    config = small_config(demo_photos, tmp_path, "optimizer.name=momentum", "model.dropout=0.1", "train.epochs=4")
+    whole = run(config, "whole")
+    short = run(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}), "part")
+    train(config, short.run_dir, resume=True)
+    assert without_time(read_metrics(short.run_dir / "metrics.csv")) == without_time(read_metrics(whole.run_dir / "metrics.csv"))
+    a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
+    b = torch.load(short.run_dir / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(demo_photos: Path, tmp_path: Path) -> None:
+    config = small_config(demo_photos, tmp_path, "loss=bce", "optimizer.lr=1e30", "train.epochs=3")
+    run_dir = new_run_dir(config, "d")
+    with pytest.raises(Diverged, match="smaller lr"):
+        train(config, run_dir)
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_a_run_folder_is_never_overwritten(demo_photos: Path, tmp_path: Path) -> None:
+    config = small_config(demo_photos, tmp_path, "output.name=fixed", "train.epochs=1")
+    run(config, "x")
+    with pytest.raises(ConfigError, match="already exists"):
+        run(config, "x")
+
+
+def test_learning_rate_schedules() -> None:
+    schedule = Config().train.schedule
+    assert learning_rate(schedule, 0.1, 3.5, 10) == 0.1
+    cosine = schedule.model_copy(update={"name": "cosine", "warmup_epochs": 1.0})
+    assert learning_rate(cosine, 0.1, 0.5, 11) == pytest.approx(0.05)
+    assert learning_rate(cosine, 0.1, 1.0, 11) == pytest.approx(0.1)
+    assert learning_rate(cosine, 0.1, 6.0, 11) == pytest.approx(0.05)
+    assert learning_rate(cosine, 0.1, 11.0, 11) == pytest.approx(0.0, abs=1e-12)
+    step = schedule.model_copy(update={"name": "step", "step_epochs": 2, "gamma": 0.5})
+    assert [learning_rate(step, 1.0, e, 6) for e in (0, 1.9, 2, 4.5)] == [1.0, 1.0, 0.5, 0.25]
