@@ -13,12 +13,40 @@ from typing import Any
 
 import torch
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {}
+from catdog.optim.adam import Adam
+from catdog.optim.ewa import ewa
+from catdog.optim.momentum import Momentum
+from catdog.optim.nesterov import Nesterov
+from catdog.optim.rmsprop import RMSprop
+from catdog.optim.sgd import SGD
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
 
 
-def build_optimizer(name: str, params: Iterable[Any], **hyperparameters: Any) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, params: Iterable[Any], **hyperparameters: Any
+) -> torch.optim.Optimizer:
     try:
         cls = OPTIMIZERS[name]
     except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}") from None
+        known = sorted(OPTIMIZERS)
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {known}") from None
     return cls(params, **hyperparameters)
+
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "RMSprop",
+    "build_optimizer",
+    "ewa",
+]

@@ -1,0 +1,134 @@
+"""Adam: momentum on the gradient divided by RMSprop's root mean square, both bias-corrected."""
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from catdog.optim._checks import check_number
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+
+
+class Adam(torch.optim.Optimizer):
+    r"""Adaptive moment estimation (Kingma & Ba, 2015), with coupled weight decay.
+
+    With :math:`g = \nabla_w L + \lambda w`, moments :math:`m_0 = s_0 = 0`, step :math:`t \ge 1`:
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1)\, g, \qquad
+        s_t = \beta_2 s_{t-1} + (1-\beta_2)\, g^2,
+
+    .. math::
+        \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat s_t = \frac{s_t}{1-\beta_2^t}, \quad
+        w \leftarrow w - \eta\, \frac{\hat m_t}{\sqrt{\hat s_t} + \epsilon}
+
+    This is the update of `torch.optim.Adam` (same :math:`\epsilon` placement: outside the root,
+    after bias correction). We evaluate it as
+    :math:`w \leftarrow w - \frac{\eta\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+    \frac{m_t}{\sqrt{s_t} + \epsilon\sqrt{1-\beta_2^t}}`, the same number in exact arithmetic,
+    one pass over memory fewer than dividing :math:`\sqrt{s_t}` by :math:`\sqrt{1-\beta_2^t}`;
+    results differ from torch's by rounding only. State per parameter: ``first_moment``
+    (:math:`m`), ``second_moment`` (:math:`s`) and ``step`` (a Python int).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        _validate(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _validate(self.defaults | param_group)
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+        loss = evaluate(closure)
+        for group in self.param_groups:
+            params, grads = params_with_grads(group, "Adam")
+            if not params:
+                continue
+            first_moments: list[Tensor] = []
+            second_moments: list[Tensor] = []
+            steps: list[int] = []
+            for param in params:
+                state = self.state[param]
+                if not state:
+                    state["first_moment"] = torch.zeros_like(
+                        param, memory_format=torch.preserve_format
+                    )
+                    state["second_moment"] = torch.zeros_like(
+                        param, memory_format=torch.preserve_format
+                    )
+                    state["step"] = 0
+                state["step"] += 1
+                first_moments.append(state["first_moment"])
+                second_moments.append(state["second_moment"])
+                steps.append(state["step"])
+            beta1, beta2 = group["betas"]
+            adam(
+                params,
+                grads,
+                first_moments,
+                second_moments,
+                steps,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+            )
+        return loss
+
+
+def adam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    first_moments: list[Tensor],
+    second_moments: list[Tensor],
+    steps: list[int],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """One Adam step over lists of tensors; `steps` are the step numbers t, already counted."""
+    for device_params, device_grads, device_m, device_s, device_steps in split_by_device_and_dtype(
+        params, grads, first_moments, second_moments, steps
+    ):
+        if weight_decay != 0:
+            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        # m + (1-β₁)(g - m) = β₁m + (1-β₁)g in one pass.
+        torch._foreach_lerp_(device_m, device_grads, 1 - beta1)
+        torch._foreach_mul_(device_s, beta2)
+        torch._foreach_addcmul_(device_s, device_grads, device_grads, value=1 - beta2)
+        # Bias corrections are per parameter: one added to the model later has taken fewer steps.
+        root_corrections2 = [math.sqrt(1 - beta2**t) for t in device_steps]
+        step_sizes = [
+            -lr * root / (1 - beta1**t)
+            for root, t in zip(root_corrections2, device_steps, strict=True)
+        ]
+        denominators = torch._foreach_sqrt(device_s)
+        torch._foreach_add_(denominators, [eps * root for root in root_corrections2])
+        torch._foreach_addcdiv_(device_params, device_m, denominators, step_sizes)
+
+
+def _validate(hyperparameters: dict[str, Any]) -> None:
+    check_number("learning rate", hyperparameters.get("lr"), 0.0)
+    betas = hyperparameters.get("betas")
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
+    check_number("beta1 value", betas[0], 0.0, 1.0)
+    check_number("beta2 value", betas[1], 0.0, 1.0)
+    check_number("eps value", hyperparameters.get("eps"), 0.0)
+    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)

@@ -1,0 +1,162 @@
+"""Nesterov's accelerated gradient: momentum whose gradient is taken where momentum is heading."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from catdog.optim._checks import check_choice, check_number
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+
+
+class Nesterov(torch.optim.Optimizer):
+    r"""Classic momentum, but the gradient is taken at the look-ahead point :math:`w - \eta\beta v`.
+
+    With velocity :math:`v_0 = 0` and coupled weight decay :math:`\lambda`:
+
+    .. math::
+        \tilde w = w_{t-1} - \eta\beta v_{t-1}, \quad
+        g_t = \nabla L(\tilde w) + \lambda \tilde w, \quad
+        v_t = \beta v_{t-1} + g_t, \quad
+        w_t = w_{t-1} - \eta v_t
+
+    ``lookahead=True`` does exactly that: `step(closure)` moves the weights to :math:`\tilde w`,
+    calls the closure (zero grads, forward, backward, return the loss, which is therefore the
+    loss at :math:`\tilde w`), moves the weights back and updates them. `needs_closure` is True.
+
+    ``lookahead=False`` (torch's `SGD(nesterov=True)`) needs no closure: it stores the look-ahead
+    point :math:`p_t = w_t - \eta\beta v_t` instead of :math:`w_t`, so the ordinary gradient at the
+    stored weights is the one wanted. From :math:`\eta\beta v_{t-1} = \eta(v_t - g_t)`,
+
+    .. math::
+        g_t = \nabla L(p_{t-1}) + \lambda p_{t-1}, \quad
+        v_t = \beta v_{t-1} + g_t, \quad
+        p_t = p_{t-1} - \eta\,(g_t + \beta v_t)
+
+    and :math:`p_0 = w_0` as :math:`v_0 = 0`: both trace the same path, read at different points.
+    State per parameter: ``velocity``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        beta: float = 0.9,
+        lookahead: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        check_choice("lookahead", lookahead, (False, True))
+        defaults = {"lr": lr, "beta": beta, "weight_decay": weight_decay}
+        _validate(defaults)
+        super().__init__(params, defaults)
+        self.lookahead = lookahead
+
+    @property
+    def needs_closure(self) -> bool:
+        """Whether `step` must be given a closure: only the literal look-ahead re-evaluates."""
+        return self.lookahead
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _validate(self.defaults | param_group)
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+        if self.lookahead:
+            if closure is None:
+                raise RuntimeError(
+                    "Nesterov(lookahead=True) needs step(closure): a closure that zeroes the "
+                    "grads, runs forward and backward, and returns the loss"
+                )
+            return self._lookahead_step(closure)
+        loss = evaluate(closure)
+        for group in self.param_groups:
+            params, grads = params_with_grads(group, "Nesterov")
+            if params:
+                velocities = [self._velocity(param) for param in params]
+                nesterov(
+                    params,
+                    grads,
+                    velocities,
+                    lr=group["lr"],
+                    beta=group["beta"],
+                    weight_decay=group["weight_decay"],
+                )
+        return loss
+
+    def _lookahead_step(self, closure: Closure) -> Any:
+        # Parameters without a velocity yet have v = 0: their look-ahead point is where they are.
+        moved: list[tuple[list[Tensor], list[Tensor]]] = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if "velocity" in self.state.get(p, {})]
+            originals = [param.clone() for param in params]
+            if params:
+                velocities = [self.state[param]["velocity"] for param in params]
+                torch._foreach_add_(params, velocities, alpha=-group["lr"] * group["beta"])
+            moved.append((params, originals))
+
+        loss = evaluate(closure)
+
+        for group, (params_moved, originals) in zip(self.param_groups, moved, strict=True):
+            params, grads = params_with_grads(group, "Nesterov")
+            if params and group["weight_decay"] != 0:
+                # The decay term belongs to the same point as the gradient: the look-ahead one.
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            if params_moved:
+                torch._foreach_copy_(params_moved, originals)  # exact way back, no rounding
+            if params:
+                velocities = [self._velocity(param) for param in params]
+                heavy_ball(params, grads, velocities, lr=group["lr"], beta=group["beta"])
+        return loss
+
+    def _velocity(self, param: Tensor) -> Tensor:
+        state = self.state[param]
+        if not state:
+            state["velocity"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state["velocity"]
+
+
+def nesterov(
+    params: list[Tensor],
+    grads: list[Tensor],
+    velocities: list[Tensor],
+    *,
+    lr: float,
+    beta: float,
+    weight_decay: float,
+) -> None:
+    """Reformulated step on the stored look-ahead point p: `v = β·v + g; p -= lr·(g + β·v)`."""
+    for device_params, device_grads, device_velocities in split_by_device_and_dtype(
+        params, grads, velocities
+    ):
+        if weight_decay != 0:
+            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        torch._foreach_mul_(device_velocities, beta)
+        torch._foreach_add_(device_velocities, device_grads)
+        if weight_decay != 0:
+            # device_grads is already our own temporary: reuse it for g + β·v.
+            torch._foreach_add_(device_grads, device_velocities, alpha=beta)
+            update = device_grads
+        else:
+            # Never write into the caller's .grad: build g + β·v in a new buffer.
+            update = torch._foreach_add(device_grads, device_velocities, alpha=beta)
+        torch._foreach_add_(device_params, update, alpha=-lr)
+
+
+def heavy_ball(
+    params: list[Tensor], grads: list[Tensor], velocities: list[Tensor], *, lr: float, beta: float
+) -> None:
+    """Classic momentum step `v = β·v + g; w -= lr·v`, with `grads` taken where the caller chose."""
+    for device_params, device_grads, device_velocities in split_by_device_and_dtype(
+        params, grads, velocities
+    ):
+        torch._foreach_mul_(device_velocities, beta)
+        torch._foreach_add_(device_velocities, device_grads)
+        torch._foreach_add_(device_params, device_velocities, alpha=-lr)
+
+
+def _validate(hyperparameters: dict[str, Any]) -> None:
+    check_number("learning rate", hyperparameters.get("lr"), 0.0)
+    check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
+    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)

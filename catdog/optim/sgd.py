@@ -1,0 +1,52 @@
+"""Plain stochastic gradient descent."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from catdog.optim._checks import check_number
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+
+
+class SGD(torch.optim.Optimizer):
+    r"""Gradient descent on each mini-batch's gradient.
+
+    .. math::
+        g \leftarrow \nabla_w L + \lambda w, \qquad w \leftarrow w - \eta\, g
+
+    with learning rate :math:`\eta` (`lr`) and coupled weight decay :math:`\lambda`
+    (`weight_decay`, the gradient of :math:`\tfrac{\lambda}{2}\lVert w\rVert^2`). No state.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float, weight_decay: float = 0.0) -> None:
+        defaults = {"lr": lr, "weight_decay": weight_decay}
+        _validate(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _validate(self.defaults | param_group)
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+        loss = evaluate(closure)
+        for group in self.param_groups:
+            params, grads = params_with_grads(group, "SGD")
+            if params:
+                sgd(params, grads, lr=group["lr"], weight_decay=group["weight_decay"])
+        return loss
+
+
+def sgd(params: list[Tensor], grads: list[Tensor], *, lr: float, weight_decay: float) -> None:
+    """`w -= lr·(g + weight_decay·w)` over lists of tensors, in place on `params`."""
+    for device_params, device_grads in split_by_device_and_dtype(params, grads):
+        if weight_decay != 0:
+            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        torch._foreach_add_(device_params, device_grads, alpha=-lr)
+
+
+def _validate(hyperparameters: dict[str, Any]) -> None:
+    check_number("learning rate", hyperparameters.get("lr"), 0.0)
+    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
