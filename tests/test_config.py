@@ -77,10 +77,11 @@ ERRORS = [
     ("optimizer:\n  name: sgd\n  beta: 0.9\n", [], ["optimizer.beta", "not taken by optimizer 'sgd'"]),
     ("optimizer:\n  name: momentum\n  beta: 1.5\n", [], ["optimizer", "1.5"]),
     ("optimizer:\n  name: momentum\n  formulation: ng\n", [], ["optimizer", "ng"]),
-    ("train: [1, 2\n", [], ["line 1", "column", "invalid YAML"]),
+    ("seed: 1\ntrain: {epochs: 2\n", [], ["line 3, column 1", "invalid YAML"]),
     ("- just\n- a list\n", [], ["mapping"]),
     ("", ["optimizer.lr"], ["--set", "KEY=VALUE"]),
-    ("", ["optimizer.lr.x=1"], ["optimizer.lr is not a section"]),
+    ("optimizer:\n  lr: 0.1\n", ["optimizer.lr.x=1"], ["optimizer.lr is not a section"]),
+    ("", ["optimizer.lr.x=1"], ["optimizer.lr", "valid number"]),
     ("", ["train.epochs=[1"], ["--set train.epochs", "invalid YAML"]),
 ]
 
