@@ -283,3 +283,26 @@ def test_nesterov_needs_a_closure_only_when_looking_ahead_literally() -> None:
     weight.grad = torch.ones(3)
     with pytest.raises(RuntimeError, match="needs step\\(closure\\)"):
         literal.step()
+
+
+def test_nesterov_lookahead_puts_the_weights_back_when_the_closure_raises() -> None:
+    """A closure may raise mid-step (a NaN check, Ctrl-C); the weights must not stay shifted."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = Nesterov([weight], lr=0.1, lookahead=True)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = (weight**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)  # gives the weight a velocity, so the next step moves it
+    before = weight.detach().clone()
+
+    def failing_closure() -> torch.Tensor:
+        assert not torch.equal(weight, before)  # it really was at the look-ahead point
+        raise FloatingPointError("loss is nan")
+
+    with pytest.raises(FloatingPointError):
+        optimizer.step(failing_closure)
+    assert torch.equal(weight, before)
