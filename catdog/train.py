@@ -195,8 +195,14 @@ def train_step(
     """One optimizer step on one batch; returns the batch loss (a 0-d tensor)."""
     if not getattr(optimizer, "uses_gradients", True):
         # Gradient-free (the genetic algorithm): the optimizer only ever evaluates the loss.
-        with torch.no_grad():
-            return torch.as_tensor(optimizer.step(lambda: loss_fn(model(x), y)))
+        # Eval mode, so dropout does not blur fitness and batch-norm statistics are not
+        # updated once per member evaluated.
+        model.eval()
+        try:
+            with torch.no_grad():
+                return torch.as_tensor(optimizer.step(lambda: loss_fn(model(x), y)))
+        finally:
+            model.train()
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
