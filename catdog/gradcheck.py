@@ -110,9 +110,8 @@ def _central_differences(loss: Callable[[], Tensor], param: Tensor, eps: float) 
         plus = loss().item()
         flat[i] = original - eps
         minus = loss().item()
-        flat[i] = (
-            original  # the saved value, not w - eps + eps, so the weight is restored bit for bit
-        )
+        # The saved value rather than (w - eps) + eps, so the weight comes back bit for bit.
+        flat[i] = original
         estimate[i] = (plus - minus) / (2 * eps)
     return estimate.view_as(param)
 
