@@ -123,6 +123,10 @@ class Batches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        if pixels.dtype != np.uint8 or pixels.ndim != 4:
+            raise ValueError(
+                f"pixels must be uint8 (N, C, S, S), got {pixels.dtype} {pixels.shape}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         if not 0 <= rank < world_size:
@@ -130,10 +134,6 @@ class Batches:
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(pixels)):
             raise ValueError(f"indices must lie in [0, {len(pixels)}) to index the pixel rows")
-        if pixels.dtype != np.uint8 or pixels.ndim != 4:
-            raise ValueError(
-                f"pixels must be uint8 (N, C, S, S), got {pixels.dtype} {pixels.shape}"
-            )
         if len(labels) != len(pixels):
             raise ValueError(f"{len(labels)} labels for {len(pixels)} pixel rows")
         if bool((torch.as_tensor(std) <= 0).any()):
