@@ -89,7 +89,7 @@ def to_inputs(
         raise TypeError(f"to_inputs takes uint8 pixels (0..255), got {pixels.dtype}")
     pixels = pixels.to(device)
     scale, offset = _affine(mean, std, pixels.device)
-    return _normalise(pixels.float(), scale, offset)
+    return _normalise(pixels, scale, offset)
 
 
 class Batches:
@@ -173,7 +173,7 @@ class Batches:
             pixels = torch.from_numpy(self.pixels[rows[mine]]).to(self.device)
             y = self.labels[torch.from_numpy(rows[mine])].to(self.device)
             if self.augment is None:
-                yield _normalise(pixels.float(), self._scale, self._offset), y
+                yield _normalise(pixels, self._scale, self._offset), y
                 continue
             # Draw for the whole global batch, then keep this rank's rows: every rank
             # agrees with the single-process run.
@@ -201,8 +201,14 @@ def _affine(
 
 
 def _normalise(pixels: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
-    """x * scale - offset in place on a fresh float batch, flattened to (B, C*S*S)."""
-    return pixels.mul_(scale).sub_(offset).flatten(1)
+    """uint8 (B, C, S, S) -> float32 pixels * scale - offset, flattened to (B, C*S*S)."""
+    if pixels.device.type == "cpu":
+        # numpy runs this on one thread; torch's two-thread kernels stall for milliseconds
+        # whenever other processes hold the cores (~6x slower per batch on a busy box).
+        x = np.multiply(pixels.numpy(), scale.numpy(), dtype=np.float32)
+        x -= offset.numpy()
+        return torch.from_numpy(x).flatten(1)
+    return pixels.float().mul_(scale).sub_(offset).flatten(1)
 
 
 def _draw(augment: Augment, rows: int, size: int, generator: torch.Generator) -> dict[str, Tensor]:

@@ -11,7 +11,8 @@ Prints one table:
 - batch reads from a cold memmap: rows in ascending order vs as drawn;
 - peak RSS of a cached 25,000-photo epoch at 64 px, in a fresh process.
 The 6,000 real photos are repeated (symlinks) to 25,000 in a temporary folder unless
---skip-25k. Baseline and ours alternate within each round; the best round of each counts.
+--skip-25k. Ours and the baselines take turns (slices of photos, or rounds of whole epochs; the
+best round counts), so that load from other processes falls on both alike.
 """
 
 import argparse
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="rounds on the 6,000 photos")
-    parser.add_argument("--naive-photos", type=int, default=1500, help="sample for the naive loop")
+    parser.add_argument("--slices", type=int, default=6, help="turns in the first-pass race")
     parser.add_argument("--skip-25k", action="store_true", help="skip the 25,000-photo part")
     parser.add_argument("--rss-child", nargs=2, metavar=("PHOTOS", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -84,7 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-data-") as work_dir:
         work = Path(work_dir)
         photos = find_photos(args.photos)
-        naive_rate = bench_first_pass(photos, size, args, work, table)
+        naive_rate = bench_first_pass(photos, size, args.slices, work, table)
         images = load_images(photos, size, False, cache_dir=work / "cache", progress=False)
         bench_epochs(images, size, args.repeats, work / "tree-6000", table, "6,000")
         bench_data_share(images, args.repeats, table)
@@ -122,25 +123,23 @@ def main() -> None:
     table.print()
 
 
-def bench_first_pass(
-    photos: PhotoSet, size: int, args: argparse.Namespace, work: Path, table: Table
-) -> float:
-    """Decode + cache rate of `load_images` (all cores, and one process) vs a naive loop."""
-    step = max(1, len(photos) // args.naive_photos)
-    sample = PhotoSet(photos.root, photos.paths[::step], photos.labels[::step], photos.layout, [])
-    ours, single, naive = [], [], []
-    for round_ in range(args.repeats):
-        cache = work / f"first-{round_}"
-        ours.append(timed(load_images, photos, size, False, cache_dir=cache, progress=False))
-        shutil.rmtree(cache)
-        naive.append(timed(naive_decode, sample.paths, size))
-        single.append(
-            timed(load_images, sample, size, False, cache_dir=cache, workers=0, progress=False)
+def bench_first_pass(photos: PhotoSet, size: int, slices: int, work: Path, table: Table) -> float:
+    """Decode + cache rate of `load_images` (all cores, and one process) vs a naive loop.
+
+    The three take turns on the same slice of photos, slice after slice, so that the load
+    other processes put on the machine falls on all three alike.
+    """
+    seconds = {"ours": 0.0, "single": 0.0, "naive": 0.0}
+    for i, rows in enumerate(np.array_split(np.arange(len(photos)), slices)):
+        part = PhotoSet(
+            photos.root, [photos.paths[r] for r in rows], photos.labels[rows], "flat", []
         )
-        shutil.rmtree(cache)
-    ours_rate = len(photos) / min(ours)
-    single_rate = len(sample) / min(single)
-    naive_rate = len(sample) / min(naive)
+        methods = list(seconds)
+        for method in methods[i % 3 :] + methods[: i % 3]:  # rotate who goes first
+            cache = work / f"first-pass-{method}"
+            seconds[method] += timed(first_pass, method, part, size, cache)
+            shutil.rmtree(cache, ignore_errors=True)
+    ours_rate, single_rate, naive_rate = (len(photos) / seconds[k] for k in seconds)
     baseline = f"{naive_rate:.0f} (naive, 1 process)"
     table.add(
         (
@@ -161,6 +160,14 @@ def bench_first_pass(
         )
     )
     return naive_rate
+
+
+def first_pass(method: str, photos: PhotoSet, size: int, cache: Path) -> None:
+    if method == "naive":
+        naive_decode(photos.paths, size)
+    else:
+        workers = None if method == "ours" else 0  # all cores, or this process only
+        load_images(photos, size, False, cache_dir=cache, workers=workers, progress=False)
 
 
 def naive_decode(paths: list[Path], size: int) -> None:
