@@ -167,6 +167,18 @@ def test_small_problem_is_built_from_the_seed_alone() -> None:
     assert not torch.equal(inputs, other_inputs)
 
 
+def test_frozen_and_unused_parameters_are_checked_too() -> None:
+    model, inputs, targets = small_problem(4)
+    model.layers[0].requires_grad_(False)
+    model.register_parameter("unused", nn.Parameter(torch.ones(3, dtype=torch.float64)))
+
+    checks = {c.name: c for c in gradcheck(model, inputs, targets, mse)}
+
+    assert checks["layers.0.weight"].max_rel_error < 1e-6
+    assert checks["unused"].max_abs_error == 0.0 and checks["unused"].max_rel_error == 0.0
+    assert not model.layers[0].weight.requires_grad
+
+
 def test_layer_check_fields() -> None:
     model, inputs, targets = small_problem(0, hidden=(3,), batch=4)
     checks = gradcheck(model, inputs, targets, mse)
