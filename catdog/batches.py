@@ -1,0 +1,267 @@
+"""Mini-batches straight from the decoded uint8 array (a memmap is fine).
+
+The network sees x = (pixels / 255 - mean) / std per channel, flattened channel-major to
+C * S * S features; `to_inputs` is that map, shared by training, evaluation and prediction.
+`Batches` yields one epoch of (x, y) with all randomness derived from (seed, epoch, batch):
+a run resumed at batch k of an epoch gets the same batches as one that never stopped.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from catdog.data import DataError
+
+# Rows per read when streaming over the whole array (~64 MiB at 3 x 200 x 200).
+_STATS_ROWS = 512
+# Separate random streams for the epoch permutation and the per-batch augmentation.
+_PERMUTATION, _AUGMENTATION = 0, 1
+
+
+def channel_stats(pixels: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation (ddof 0) of pixels / 255 over rows `indices`.
+
+    Counts each of the 256 grey levels per channel (exact integers), chunk by chunk so a
+    memmap larger than RAM streams through, then mean = sum(v * n_v) / (255 n) and
+    var = sum(v^2 * n_v) / (255^2 n) - mean^2 in float64. Returned as float32, shape (C,).
+    """
+    rows = np.sort(np.asarray(indices, dtype=np.int64))  # ascending reads suit a memmap
+    if len(rows) == 0:
+        raise DataError("channel_stats: no rows given; the training split is empty")
+    channels = pixels.shape[1]
+    counts = np.zeros((channels, 256), dtype=np.int64)
+    for start in range(0, len(rows), _STATS_ROWS):
+        chunk = pixels[rows[start : start + _STATS_ROWS]]
+        for channel in range(channels):
+            counts[channel] += np.bincount(chunk[:, channel].ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    n = counts.sum(axis=1)
+    mean = counts @ levels / n
+    var = np.maximum(counts @ levels**2 / n - mean**2, 0.0)
+    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random changes applied to each training photo, on whole batches at once; 0 = off.
+
+    hflip: mirror left-right with probability 1/2.
+    shift: translate by (dy, dx), each uniform in [-shift, shift] pixels; the border is
+        filled by reflection (as reflect-padding then cropping).
+    brightness: multiply by b ~ U[1 - brightness, 1 + brightness].
+    contrast: blend with the photo's mean grey, c * x + (1 - c) * mean, c ~ U[1 - contrast,
+        1 + contrast]. Values are clamped to [0, 1] after each colour step.
+    """
+
+    hflip: bool = False
+    shift: int = 0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.shift < 0:
+            raise ValueError(f"augment shift={self.shift}: must be >= 0 pixels")
+        for name in ("brightness", "contrast"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"augment {name}={value}: must be in [0, 1]")
+
+    @property
+    def active(self) -> bool:
+        return self.hflip or self.shift > 0 or self.brightness > 0 or self.contrast > 0
+
+
+def to_inputs(
+    pixels_uint8: Tensor | np.ndarray,
+    mean: Tensor | np.ndarray,
+    std: Tensor | np.ndarray,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """uint8 (B, C, S, S) -> float32 (B, C*S*S): (x / 255 - mean_c) / std_c, channel-major.
+
+    The uint8 batch moves to `device` first (a quarter of the bytes), then converts there.
+    """
+    pixels = torch.as_tensor(pixels_uint8)
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"to_inputs takes uint8 pixels (0..255), got {pixels.dtype}")
+    pixels = pixels.to(device)
+    scale, offset = _affine(mean, std, pixels.device)
+    return _normalise(pixels.float(), scale, offset)
+
+
+class Batches:
+    """One epoch after another of (x, y) mini-batches from rows `indices` of `pixels`.
+
+    x: float32 (b, C*S*S) normalised as `to_inputs` does; y: float32 (b,) labels; both on
+    `device`. There are ceil(len(indices) / batch_size) batches per epoch, the last one
+    possibly smaller. Epoch e's order is a permutation drawn from (seed, e) alone; the
+    augmentation of batch k of epoch e is drawn from (seed, e, k) alone.
+
+    The rows of a batch come in ascending index order: a batch is a set to SGD, and
+    ascending reads are the fast way through a memmap. With `world_size` > 1, global batch
+    k (still `batch_size` rows) is split so that rank r takes rows r, r + world_size, ... of
+    it; the ranks together see exactly the single-process batch, augmentation included.
+    A rank may get fewer rows than the others (none, if the last batch is tiny).
+    """
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        labels: np.ndarray,
+        indices: np.ndarray,
+        batch_size: int,
+        mean: np.ndarray | Tensor,
+        std: np.ndarray | Tensor,
+        *,
+        device: torch.device | str = "cpu",
+        shuffle: bool = True,
+        seed: int = 0,
+        augment: Augment | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size")
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(pixels)):
+            raise ValueError(f"indices must lie in [0, {len(pixels)}) to index the pixel rows")
+        if pixels.dtype != np.uint8 or pixels.ndim != 4:
+            raise ValueError(
+                f"pixels must be uint8 (N, C, S, S), got {pixels.dtype} {pixels.shape}"
+            )
+        if len(labels) != len(pixels):
+            raise ValueError(f"{len(labels)} labels for {len(pixels)} pixel rows")
+        if bool((torch.as_tensor(std) <= 0).any()):
+            raise DataError(f"channel std {std}: a constant channel can't be normalised")
+        self.pixels = pixels  # never copied whole: batches read only their rows
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
+        self.indices = indices
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augment = augment if augment is not None and augment.active else None
+        self.rank = rank
+        self.world_size = world_size
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).to(self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32).to(self.device)
+        self._scale, self._offset = _affine(self.mean, self.std, self.device)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """All rows of epoch `epoch`, batch after batch (before sorting within a batch)."""
+        if not self.shuffle:
+            return self.indices
+        generator = torch.Generator().manual_seed(_seed(self.seed, epoch, _PERMUTATION))
+        return self.indices[torch.randperm(len(self.indices), generator=generator).numpy()]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches `start`, ..., len(self) - 1 of epoch `epoch`, as (x, y) on the device."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start={start}: an epoch has batches 0..{len(self) - 1}")
+        order = self.order(epoch)
+        for batch in range(start, len(self)):
+            rows = np.sort(order[batch * self.batch_size : (batch + 1) * self.batch_size])
+            mine = slice(self.rank, None, self.world_size)
+            pixels = torch.from_numpy(self.pixels[rows[mine]]).to(self.device)
+            y = self.labels[torch.from_numpy(rows[mine])].to(self.device)
+            if self.augment is None:
+                yield _normalise(pixels.float(), self._scale, self._offset), y
+                continue
+            # Draw for the whole global batch, then keep this rank's rows: every rank
+            # agrees with the single-process run.
+            generator = torch.Generator().manual_seed(_seed(self.seed, epoch, _AUGMENTATION, batch))
+            draws = _draw(self.augment, len(rows), pixels.shape[-1], generator)
+            draws = {name: value[mine].to(self.device) for name, value in draws.items()}
+            unit = _augment(pixels.float() / 255.0, self.augment, draws)
+            yield ((unit - self.mean[:, None, None]) / self.std[:, None, None]).flatten(1), y
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from `parts` (nearby epochs/batches get unrelated streams)."""
+    state = np.random.SeedSequence([int(part) for part in parts]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def _affine(
+    mean: Tensor | np.ndarray, std: Tensor | np.ndarray, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """(scale, offset), shape (C, 1, 1), with (x / 255 - mean) / std = x * scale - offset."""
+    mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float64).reshape(-1, 1, 1)
+    scale, offset = 1.0 / (255.0 * std), mean / std
+    return scale.float().to(device), offset.float().to(device)
+
+
+def _normalise(pixels: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
+    """x * scale - offset in place on a fresh float batch, flattened to (B, C*S*S)."""
+    return pixels.mul_(scale).sub_(offset).flatten(1)
+
+
+def _draw(augment: Augment, rows: int, size: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """The random numbers for one batch, on the CPU (so every device gets the same ones)."""
+    draws = {}
+    if augment.hflip:
+        draws["flip"] = torch.rand(rows, generator=generator) < 0.5
+    if augment.shift:
+        limit = min(augment.shift, size - 1)  # reflection reaches at most one image width
+        draws["shift"] = torch.randint(-limit, limit + 1, (rows, 2), generator=generator)
+    if augment.brightness:
+        draws["brightness"] = _uniform(rows, augment.brightness, generator)
+    if augment.contrast:
+        draws["contrast"] = _uniform(rows, augment.contrast, generator)
+    return draws
+
+
+def _uniform(rows: int, spread: float, generator: torch.Generator) -> Tensor:
+    return 1.0 + spread * (2.0 * torch.rand(rows, generator=generator) - 1.0)
+
+
+def _augment(unit: Tensor, augment: Augment, draws: dict[str, Tensor]) -> Tensor:
+    """Apply the drawn flips, shifts and colour changes to a (B, C, S, S) batch in [0, 1]."""
+    if "flip" in draws or "shift" in draws:
+        unit = _flip_and_shift(unit, draws.get("flip"), draws.get("shift"))
+    if "brightness" in draws:
+        unit = (unit * draws["brightness"][:, None, None, None]).clamp(0.0, 1.0)
+    if "contrast" in draws:
+        grey = _grey(unit).mean(dim=(-2, -1), keepdim=True)
+        factor = draws["contrast"][:, None, None, None]
+        unit = (factor * unit + (1.0 - factor) * grey).clamp(0.0, 1.0)
+    return unit
+
+
+def _flip_and_shift(unit: Tensor, flip: Tensor | None, shift: Tensor | None) -> Tensor:
+    """One gather: output pixel (i, j) of image b reads input (rows[b, i], cols[b, j])."""
+    batch, channels, size, _ = unit.shape
+    ramp = torch.arange(size, device=unit.device)
+    rows = ramp.expand(batch, size)
+    cols = ramp.expand(batch, size)
+    if shift is not None:
+        rows = _reflect(rows + shift[:, :1], size)
+        cols = _reflect(cols + shift[:, 1:], size)
+    if flip is not None:
+        cols = torch.where(flip[:, None], size - 1 - cols, cols)
+    images = torch.arange(batch, device=unit.device)[:, None, None, None]
+    planes = torch.arange(channels, device=unit.device)[None, :, None, None]
+    return unit[images, planes, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _reflect(index: Tensor, size: int) -> Tensor:
+    """Mirror indices in [-(size-1), 2(size-1)] into [0, size-1] (edge pixel not repeated)."""
+    last = size - 1
+    return last - (last - index.abs()).abs()
+
+
+def _grey(unit: Tensor) -> Tensor:
+    """ITU-R 601 luma of an RGB batch (a grey batch is its own luma), keeping dim 1."""
+    if unit.shape[1] == 1:
+        return unit
+    weights = torch.tensor([0.299, 0.587, 0.114], device=unit.device, dtype=unit.dtype)
+    return (unit * weights[:, None, None]).sum(dim=1, keepdim=True)
