@@ -128,7 +128,7 @@ def predict(
     for prediction in predict_images(target, images, tta=tta, device=device):
         if prediction.probability is None:
             failed += 1
-            typer.echo(f"error: {prediction.path}: cannot read this image ({prediction.error})", err=True)
+            typer.echo(f"error: {prediction.error}", err=True)
         else:
             typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.probability:.4f}")
     if failed:

@@ -10,7 +10,7 @@ import torch
 from catdog.checkpoint import load_checkpoint
 from catdog.config import Config, validate
 from catdog.data import find_photos
-from catdog.images import UnreadableImage, decode_photo, load_images
+from catdog.images import UnreadablePhotoError, decode_photo, load_images
 from catdog.losses import LOSSES
 from catdog.metrics import Measurement, measure, predict_pixels
 from catdog.train import build_model, prepare_data, resolve_device
@@ -104,8 +104,8 @@ def predict(target: str | Path, images: list[Path], tta: bool | None = None, dev
     for path in images:
         try:
             pixels = decode_photo(path, config.data.image_size, config.data.grayscale)
-        except (UnreadableImage, OSError) as error:
-            predictions.append(Prediction(path, None, str(error) or "cannot read image"))
+        except (UnreadablePhotoError, OSError) as error:
+            predictions.append(Prediction(path, None, str(error) or f"{path}: cannot read this image"))
             continue
         logit = predict_pixels(trained.model, pixels[None], trained.mean, trained.std, trained.device, tta)
         predictions.append(Prediction(path, float(torch.sigmoid(logit)[0])))
