@@ -75,7 +75,7 @@ def draw_smoothing(path: Path) -> list[str]:
         axes.plot(average, linewidth=1.5, label=f"β = {beta}")
         lines.append(
             f"β = {beta}: averages ~{1 / (1 - beta):.0f} points; noise left: std {noise_left:.3f} "
-            f"(theory {theory:.3f}); lags the cosine by {trailing} steps "
+            f"(theory {theory:.3f}); lags the cosine by {trailing} step{'s' * (trailing != 1)} "
             f"(β/(1-β) = {beta / (1 - beta):.0f} for a slow signal)"
         )
     axes.set_title("Exponentially weighted averages: smoother, and later, as β grows")
