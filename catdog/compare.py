@@ -83,12 +83,11 @@ def plan(
                 apply_override(data, assignment)
             data["seed"] = seed
             # JSON is YAML, so each value goes through the same parser as --set.
-            chosen = [
-                f"{key}={json.dumps(value)}" for (key, _), value in zip(axes, values, strict=True)
-            ]
-            for assignment in chosen:
-                apply_override(data, assignment)
-            where = f"{path} with --grid {', '.join(chosen)}" if chosen else str(path)
+            chosen = list(zip((key for key, _ in axes), values, strict=True))
+            for key, value in chosen:
+                apply_override(data, f"{key}={json.dumps(value)}")
+            described = ", ".join(f"{key}={_show(value)}" for key, value in chosen)
+            where = f"{path} with --grid {described}" if chosen else str(path)
             configs.append(validate(data, source=where))
             sources.append(path.stem)
     flat = [flatten(config_dict(config)) for config in configs]
