@@ -64,26 +64,28 @@ def plot_comparison(
     """Several runs, one colour each: loss per epoch and per second, accuracy per epoch.
 
     Loss panels draw validation loss solid and training loss dashed; `target_loss` is a
-    dotted line on both. The fourth panel holds the legend, so long labels never cover a curve.
+    dotted line on both. The legend sits under the panels, one run a line, so long labels
+    never squeeze or cover a curve.
     """
-    figure = new_figure(12, 8)
+    has_target = target_loss is not None and math.isfinite(target_loss)
+    legend_lines = len(curves) + 2 + has_target
+    figure = new_figure(15, 4.5 + 0.22 * legend_lines)
     if title:
         figure.suptitle(title)
-    (per_epoch, per_second), (accuracy, legend) = figure.subplots(2, 2)
+    per_epoch, per_second, accuracy = figure.subplots(1, 3)
     for index, curve in enumerate(curves):
         colour = f"C{index % 10}"
         epochs = [row["epoch"] for row in curve.rows]
         seconds = [row["elapsed"] for row in curve.rows]
         train_loss = [row["train_loss"] for row in curve.rows]
         val_loss = [row["val_loss"] for row in curve.rows]
+        val_accuracy = [row["val_accuracy"] for row in curve.rows]
         per_epoch.plot(epochs, val_loss, "o-", color=colour, markersize=3)
         per_epoch.plot(epochs, train_loss, "--", color=colour, alpha=0.7)
         per_second.plot(seconds, val_loss, "o-", color=colour, markersize=3)
         per_second.plot(seconds, train_loss, "--", color=colour, alpha=0.7)
-        accuracy.plot(
-            epochs, [row["val_accuracy"] for row in curve.rows], "o-", color=colour, markersize=3
-        )
-    if target_loss is not None and math.isfinite(target_loss):
+        accuracy.plot(epochs, val_accuracy, "o-", color=colour, markersize=3)
+    if has_target:
         for axes in (per_epoch, per_second):
             axes.axhline(target_loss, color="grey", linestyle=":", linewidth=1)
     _label(per_epoch, "epoch", "loss", "Loss per epoch")
@@ -94,16 +96,13 @@ def plot_comparison(
     handles = [
         Line2D([], [], color=f"C{i % 10}", marker="o", markersize=3) for i in range(len(curves))
     ]
-    handles += [
-        Line2D([], [], color="black", linestyle="-"),
-        Line2D([], [], color="black", linestyle="--"),
-    ]
-    names = [curve.label for curve in curves] + ["validation loss", "training loss"]
-    if target_loss is not None and math.isfinite(target_loss):
+    names = [curve.label for curve in curves]
+    handles += [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
+    names += ["validation loss", "training loss"]
+    if has_target:
         handles.append(Line2D([], [], color="grey", linestyle=":"))
         names.append(f"target loss {target_loss:.4g}")
-    legend.axis("off")
-    legend.legend(handles, names, loc="upper left", frameon=False)
+    figure.legend(handles, names, loc="outside lower center", frameon=False)
     return save(figure, path)
 
 

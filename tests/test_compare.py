@@ -260,7 +260,8 @@ def test_compare_writes_one_folder_with_a_subfolder_per_run(comparison: tuple[Pa
         with Image.open(folder / run / "curves.png") as image:
             assert image.format == "PNG" and image.size == (1000, 400)
     with Image.open(folder / "comparison.png") as image:
-        assert image.format == "PNG" and image.size == (1200, 800)
+        assert image.format == "PNG" and image.size[0] == 1500 and 500 < image.size[1] < 800
+    assert 10_000 < (folder / "comparison.png").stat().st_size < 300_000
     assert f"comparison: {folder}" in stdout
 
 
