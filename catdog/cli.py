@@ -55,9 +55,15 @@ def reports_errors(command: F) -> F:
 @app.command()
 @reports_errors
 def train(
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config; keys not given take their defaults."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key: --set optimizer.lr=0.05 (repeatable)."),
-    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML config; keys not given take their defaults."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a key: --set optimizer.lr=0.05 (repeatable)."
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this folder from its last.pt."
+    ),
 ) -> None:
     """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
     from catdog.config import load_config
@@ -72,7 +78,10 @@ def train(
         for assignment in set_:
             key = assignment.partition("=")[0].strip()
             if key not in ("train.epochs", "train.progress", "device"):
-                raise ConfigError(f"--set {key}: only train.epochs, train.progress and device can change on --resume")
+                raise ConfigError(
+                    f"--set {key}: only train.epochs, train.progress and device "
+                    "can change on --resume"
+                )
         from catdog.config import apply_override, validate
 
         for assignment in set_:
@@ -81,7 +90,11 @@ def train(
     else:
         cfg = load_config(config, set_)
         summary = run(cfg, label=config.stem if config else "run")
-    best = f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}" if summary.best_epoch else "n/a"
+    best = (
+        f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}"
+        if summary.best_epoch
+        else "n/a"
+    )
     typer.echo(
         f"run: {summary.run_dir}  epochs: {summary.epochs}  best val_acc: {best}  "
         f"time: {summary.seconds:.1f}s\nevaluate with: catdog evaluate {summary.run_dir}"
@@ -92,9 +105,15 @@ def train(
 @reports_errors
 def evaluate(
     target: Path = typer.Argument(..., help="Run folder or checkpoint file."),
-    data: Path = typer.Option(None, "--data", help="Photo folder to evaluate on; default: the run's validation split."),
+    data: Path = typer.Option(
+        None, "--data", help="Photo folder to evaluate on; default: the run's validation split."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
-    tta: bool = typer.Option(None, "--tta/--no-tta", help="Average each photo with its mirror (default: the run's eval.tta)."),
+    tta: bool = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Average each photo with its mirror (default: the run's eval.tta).",
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
 ) -> None:
     """Accuracy, loss, count and confusion matrix of a trained run on a photo folder."""
@@ -153,9 +172,11 @@ def make_demo_data(
 @reports_errors
 def demo(
     config: Path = typer.Option(Path("configs/demo.yaml"), "--config", "-c"),
-    data: Path = typer.Option(Path("data/demo"), "--data", help="Where the demo photos are (made if missing)."),
+    data: Path = typer.Option(
+        Path("data/demo"), "--data", help="Where the demo photos are (made if missing)."
+    ),
 ) -> None:
-    """Make the demo photos if missing, train on them, evaluate: the whole product in one command."""
+    """Make the demo photos if missing, train on them, evaluate: the product in one command."""
     from catdog.config import load_config
     from catdog.evaluate import evaluate as evaluate_run
     from catdog.experiment import run
@@ -168,7 +189,8 @@ def demo(
     summary = run(cfg, label=config.stem)
     result, _ = evaluate_run(summary.run_dir, progress=False)
     typer.echo(
-        f"\ndemo run: {summary.run_dir}\nvalidation accuracy {result.accuracy:.2%} on {result.count} photos "
+        f"\ndemo run: {summary.run_dir}\n"
+        f"validation accuracy {result.accuracy:.2%} on {result.count} photos "
         f"(best epoch {summary.best_epoch}), training time {summary.seconds:.1f}s\n"
         f"next: catdog evaluate {summary.run_dir}   |   catdog predict {summary.run_dir} PHOTO.jpg"
     )

@@ -16,6 +16,7 @@ import torch
 
 from catdog.optim.adam import Adam
 from catdog.optim.ewa import ewa
+from catdog.optim.genetic import Genetic
 from catdog.optim.momentum import Momentum
 from catdog.optim.nesterov import Nesterov
 from catdog.optim.rmsprop import RMSprop
@@ -27,6 +28,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "nesterov": Nesterov,
     "rmsprop": RMSprop,
     "adam": Adam,
+    "genetic": Genetic,
 }
 
 
@@ -45,6 +47,7 @@ __all__ = [
     "OPTIMIZERS",
     "SGD",
     "Adam",
+    "Genetic",
     "Momentum",
     "Nesterov",
     "RMSprop",

@@ -84,7 +84,7 @@ class Genetic(torch.optim.Optimizer):
         tournament: int = 3,
         crossover: Crossover = "uniform",
         blend_alpha: float = 0.5,
-        mutation_std: float = 0.02,
+        mutation_std: float = 0.01,
         mutation_decay: float = 1.0,
         mutation_rate: float = 1.0,
         seed: int = 0,
