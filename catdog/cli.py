@@ -196,6 +196,72 @@ def demo(
     )
 
 
+@app.command()
+@reports_errors
+def compare(
+    configs: list[Path] = typer.Argument(
+        ..., help="YAML configs; each becomes a run (crossed with --grid)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a key in every run: --set train.epochs=5."
+    ),
+    grid: list[str] = typer.Option(
+        [], "--grid", "-g", help="One run per value: --grid optimizer.name=sgd,momentum."
+    ),
+    name: str = typer.Option(
+        None, "--name", help="Folder name (default: the first config's), the time is added."
+    ),
+    target_loss: float = typer.Option(
+        None, "--target-loss", help="Validation loss to race to (default: the worst run's best)."
+    ),
+    out_dir: Path = typer.Option(Path("comparisons"), "--out-dir", help="Parent folder."),
+) -> None:
+    """Train runs from one seed on the same data, then plot and tabulate them together.
+
+    Several --grid options form a product; the first config's seed is every run's seed.
+    """
+    from catdog.compare import compare as compare_runs
+    from catdog.compare import plan
+    from catdog.scoreboard import markdown
+
+    runs = plan(configs, set_, grid)
+    comparison = compare_runs(runs, out_dir, name or configs[0].stem, target_loss)
+    typer.echo(f"\n{markdown(comparison.scoreboard)}")
+    typer.echo(f"comparison: {comparison.folder} (comparison.png, summary.md, summary.csv)")
+
+
+@app.command()
+@reports_errors
+def gradcheck(
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Take the loss and hidden widths (capped) from this config."
+    ),
+    tolerance: float = typer.Option(1e-6, "--tolerance", help="Largest relative error passing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the small network and its photos."),
+) -> None:
+    """Backprop against finite differences on a small float64 network; exit 1 over tolerance."""
+    from catdog.check_gradients import check_gradients
+
+    lines, passed = check_gradients(config, tolerance, seed)
+    typer.echo("\n".join(lines))
+    if not passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def figures(
+    out_dir: Path = typer.Argument(..., help="Folder for the PNGs (made if missing)."),
+) -> None:
+    """Draw the article's figures: EWA smoothing, bias correction, weights, a ravine race."""
+    from catdog.figures import make_figures
+
+    for path, lines in make_figures(out_dir).items():
+        typer.echo(str(path))
+        for line in lines:
+            typer.echo(f"  {line}")
+
+
 def main() -> None:
     app(prog_name="catdog")
 

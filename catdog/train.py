@@ -448,6 +448,10 @@ def train(
 
     total = progress.elapsed + (time.perf_counter() - started)
     final = read_metrics(metrics_path)[-1] if metrics_path.exists() else {}
+    if metrics_path.exists():
+        from catdog.plots import plot_curves  # lazy: matplotlib takes a while to import
+
+        plot_curves(read_metrics(metrics_path), run_dir / "curves.png", title=run_dir.name)
     return Summary(
         run_dir, progress.epoch, progress.best_accuracy, progress.best_epoch, final, total
     )
