@@ -58,11 +58,19 @@ def train(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config; keys not given take their defaults."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a key: --set optimizer.lr=0.05 (repeatable)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
+    nproc: int = typer.Option(
+        None,
+        "--nproc",
+        min=1,
+        help="Train in N processes on this machine (DistributedDataParallel, one per GPU), "
+        "as torchrun --standalone --nproc_per_node N would.",
+    ),
 ) -> None:
     """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
+    from catdog import distributed
     from catdog.config import load_config
     from catdog.experiment import run
-    from catdog.train import resume_config
+    from catdog.train import check_distributed, resume_config
     from catdog.train import train as train_run
 
     if resume is not None:
@@ -77,10 +85,22 @@ def train(
 
         for assignment in set_:
             apply_override(base, assignment)
-        summary = train_run(validate(base, source=f"{resume}/last.pt"), resume, resume=True)
+        cfg = validate(base, source=f"{resume}/last.pt")
     else:
         cfg = load_config(config, set_)
-        summary = run(cfg, label=config.stem if config else "run")
+    if nproc is not None:
+        # Refuse here, once, what every worker would refuse; then run this command in each.
+        check_distributed(cfg, nproc, distributed.rank_device(cfg.device, nproc - 1))
+        options = [("--config", config), *(("--set", s) for s in set_), ("--resume", resume)]
+        args = [str(part) for key, value in options if value is not None for part in (key, value)]
+        raise typer.Exit(distributed.launch(nproc, ["train", *args]))
+    with distributed.process_group(cfg.device):
+        if resume is not None:
+            summary = train_run(cfg, resume, resume=True)
+        else:
+            summary = run(cfg, label=config.stem if config else "run")
+        if not distributed.is_main():
+            return
     best = f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}" if summary.best_epoch else "n/a"
     typer.echo(
         f"run: {summary.run_dir}  epochs: {summary.epochs}  best val_acc: {best}  "
