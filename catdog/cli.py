@@ -6,6 +6,7 @@ code 2; a diverged run exits 3; an interrupted run exits 128 + the signal's numb
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +28,15 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+def fail(message: str, code: int = 2, quiet: bool = False) -> typer.Exit:
+    if not quiet:
+        typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def told_by_rank_0(error: BaseException) -> bool:
+    """Under torchrun, an error that every rank raised together is reported by rank 0 alone."""
+    return bool(getattr(error, "on_every_rank", False)) and os.environ.get("RANK", "0") != "0"
 
 
 def reports_errors(command: F) -> F:
@@ -42,11 +49,12 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (ConfigError, DataError, CheckpointError) as error:
-            raise fail(str(error)) from None
+            raise fail(str(error), quiet=told_by_rank_0(error)) from None
         except Diverged as error:
-            raise fail(str(error), code=3) from None
+            raise fail(str(error), code=3, quiet=told_by_rank_0(error)) from None
         except Interrupted as error:
-            typer.echo(str(error), err=True)
+            if not told_by_rank_0(error):
+                typer.echo(str(error), err=True)
             raise typer.Exit(error.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

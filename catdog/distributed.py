@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from catdog.config import ConfigError
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 # --- where this process stands ---------------------------------------------------------------
@@ -66,13 +67,18 @@ def rank_device(name: str, local_rank: int) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if name not in ("auto", "cuda"):
-        raise ConfigError(
-            f"device: {name!r} names one GPU, but under torchrun each process takes "
-            "cuda:LOCAL_RANK; set device: cuda (or auto)"
+        raise everywhere(
+            ConfigError(
+                f"device: {name!r} names one GPU, but under torchrun each process takes "
+                "cuda:LOCAL_RANK; set device: cuda (or auto)"
+            )
         )
     if not torch.cuda.is_available():
-        raise ConfigError(
-            f"device: {name!r} asked for, but CUDA is not available here; use device: auto or cpu"
+        raise everywhere(
+            ConfigError(
+                f"device: {name!r} asked for, but CUDA is not available here; "
+                "use device: auto or cpu"
+            )
         )
     count = torch.cuda.device_count()
     if local_rank >= count:
@@ -98,9 +104,11 @@ def process_group(device_name: str) -> Iterator[None]:
         local_rank = int(os.environ["LOCAL_RANK"])
         size = int(os.environ["WORLD_SIZE"])
     except (KeyError, ValueError):
-        raise ConfigError(
-            "WORLD_SIZE is set, but RANK and LOCAL_RANK are not both whole numbers: start "
-            "catdog with torchrun or --nproc, or unset WORLD_SIZE"
+        raise everywhere(
+            ConfigError(
+                "WORLD_SIZE is set, but RANK and LOCAL_RANK are not both whole numbers: start "
+                "catdog with torchrun or --nproc, or unset WORLD_SIZE"
+            )
         ) from None
     here = rank_device(device_name, local_rank)
     if here.type == "cuda":
@@ -124,6 +132,19 @@ def wrap(model: nn.Module) -> nn.Module:
     if here.type == "cuda" and world_size() > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DistributedDataParallel(model, device_ids=[here.index] if here.type == "cuda" else None)
+
+
+# --- errors that every rank raises -----------------------------------------------------------
+
+
+def everywhere(error: E) -> E:
+    """Mark `error` as one that every rank raises together, so that only rank 0 reports it.
+
+    The command line reads the mark (`on_every_rank`); an error that one rank alone meets,
+    such as a photo folder missing on one node, stays unmarked and is reported where it arose.
+    """
+    error.on_every_rank = True  # type: ignore[attr-defined]
+    return error
 
 
 # --- collectives (each returns at once without a process group) ------------------------------
@@ -180,7 +201,7 @@ def on_main(make: Callable[[], T]) -> T:
     if error is not None:
         raise error
     if shared[1] is not None:
-        raise shared[1]
+        raise everywhere(shared[1])  # rank 0 reports its own
     return shared[0]
 
 
@@ -204,7 +225,7 @@ def main_first() -> Iterator[None]:
     failure: list[Any] = [None]
     dist.broadcast_object_list(failure, src=0)
     if failure[0] is not None:
-        raise failure[0]
+        raise everywhere(failure[0])  # rank 0 reports its own
     yield
 
 

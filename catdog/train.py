@@ -43,9 +43,15 @@ METRICS_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seco
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
 
+    # Under DDP every rank sees the same all-reduced loss and raises together (see
+    # `distributed.everywhere`); likewise for the stop flag behind `Interrupted`.
+    on_every_rank = True
+
 
 class Interrupted(RuntimeError):
     """Training stopped on a signal after writing a resumable checkpoint."""
+
+    on_every_rank = True
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -417,15 +423,19 @@ def check_distributed(config: Config, world_size: int, device: torch.device) -> 
     """Refuse, in one line, what data-parallel training can't do exactly as one process does."""
     name = config.optimizer.name
     if not getattr(OPTIMIZERS[name], "uses_gradients", True):
-        raise ConfigError(
-            f"optimizer.name: {name!r} is gradient-free, so DistributedDataParallel has no "
-            "gradients to average; train it in one process (without torchrun or --nproc)"
+        raise distributed.everywhere(
+            ConfigError(
+                f"optimizer.name: {name!r} is gradient-free, so DistributedDataParallel has no "
+                "gradients to average; train it in one process (without torchrun or --nproc)"
+            )
         )
     if config.model.batch_norm and world_size > 1 and device.type != "cuda":
-        raise ConfigError(
-            "model.batch_norm: over several processes the batch statistics need SyncBatchNorm, "
-            "which torch runs on GPUs only; on the CPU train it in one process, or set "
-            "model.batch_norm=false"
+        raise distributed.everywhere(
+            ConfigError(
+                "model.batch_norm: over several processes the batch statistics need "
+                "SyncBatchNorm, which torch runs on GPUs only; on the CPU train it in one "
+                "process, or set model.batch_norm=false"
+            )
         )
 
 

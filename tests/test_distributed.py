@@ -12,8 +12,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from queue import Empty
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import numpy as np
@@ -344,3 +344,19 @@ def test_nproc_refuses_before_launching() -> None:
     assert result.exit_code == 2
     assert result.output.startswith("error: model.batch_norm: ")
     assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_an_error_every_rank_raises_is_reported_by_rank_0_alone(
+    monkeypatch: pytest.MonkeyPatch, rank: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+
+    for name, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank}.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["train", "--set", "device=cuda:1"])
+    assert result.exit_code == 2
+    expected = "error: device: 'cuda:1' names one GPU" if rank == "0" else ""
+    assert result.output.startswith(expected) and (rank == "0" or result.output == "")
