@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -96,9 +97,11 @@ def main() -> None:
             many = repeat_photos(photos, args.many, work / "photos-many")
             # The naive loop runs on a sample just before and just after, for the same load.
             sample = photos.paths[:: max(1, len(photos) // 500)]
-            naive_s = timed(naive_decode, sample, size)
-            ours_s = timed(load_images, many, size, False, cache_dir=work / "cache", progress=False)
-            naive_s += timed(naive_decode, sample, size)
+            naive_s = timed(naive_decode, sample, size).wall
+            ours_s = timed(
+                load_images, many, size, False, cache_dir=work / "cache", progress=False
+            ).wall
+            naive_s += timed(naive_decode, sample, size).wall
             rate, naive_rate = len(many) / ours_s, 2 * len(sample) / naive_s
             big = load_images(many, size, False, cache_dir=work / "cache", progress=False)
             table.add(
@@ -135,6 +138,7 @@ def bench_first_pass(photos: PhotoSet, size: int, slices: int, work: Path, table
     other processes put on the machine falls on all three alike.
     """
     seconds = {"ours": 0.0, "single": 0.0, "naive": 0.0}
+    cpu = dict.fromkeys(seconds, 0.0)
     for i, rows in enumerate(np.array_split(np.arange(len(photos)), slices)):
         part = PhotoSet(
             photos.root, [photos.paths[r] for r in rows], photos.labels[rows], "flat", []
@@ -142,14 +146,17 @@ def bench_first_pass(photos: PhotoSet, size: int, slices: int, work: Path, table
         methods = list(seconds)
         for method in methods[i % 3 :] + methods[: i % 3]:  # rotate who goes first
             cache = work / f"first-pass-{method}"
-            seconds[method] += timed(first_pass, method, part, size, cache)
+            timing = timed(first_pass, method, part, size, cache)
+            seconds[method] += timing.wall
+            cpu[method] += timing.cpu
             shutil.rmtree(cache, ignore_errors=True)
     ours_rate, single_rate, naive_rate = (len(photos) / seconds[k] for k in seconds)
-    baseline = f"{naive_rate:.0f} (naive, 1 process)"
+    ms = {k: f"{1000 * cpu[k] / len(photos):.1f} CPU-ms each" for k in cpu}
+    baseline = f"{naive_rate:.0f} ({ms['naive']}; naive, 1 process)"
     table.add(
         (
             f"first pass, {len(photos):,} (photos/s)",
-            f"{ours_rate:.0f}",
+            f"{ours_rate:.0f} ({ms['ours']})",
             baseline,
             f"{ours_rate / naive_rate:.1f}x",
             ">= 3x",
@@ -158,7 +165,7 @@ def bench_first_pass(photos: PhotoSet, size: int, slices: int, work: Path, table
     table.add(
         (
             "  the same in 1 process (draft alone)",
-            f"{single_rate:.0f}",
+            f"{single_rate:.0f} ({ms['single']})",
             baseline,
             f"{single_rate / naive_rate:.1f}x",
             "",
@@ -205,13 +212,13 @@ def bench_epochs(
         baseline.append(
             timed(lambda: run_epoch(((x.flatten(1), y.float()) for x, y in loader), size))
         )
-    ratio = min(baseline) / min(ours)
+    ours_best, baseline_best = min(ours), min(baseline)  # fastest wall time
     table.add(
         (
-            f"epoch, {label} photos (s)",
-            f"{min(ours):.2f}",
-            f"{min(baseline):.2f} (ImageFolder)",
-            f"{ratio:.1f}x",
+            f"epoch, {label} photos",
+            str(ours_best),
+            f"{baseline_best} (ImageFolder)",
+            f"{baseline_best.wall / ours_best.wall:.1f}x",
             ">= 5x",
         )
     )
@@ -233,12 +240,13 @@ def bench_data_share(images: DecodedImages, repeats: int, table: Table) -> None:
     for _ in range(repeats + 1):
         memory.append(timed(run_epoch, in_memory, size))
         ours.append(timed(run_epoch, batches.epoch(0), size))
-    share = (min(ours) - min(memory)) / min(ours)
+    ours_best, memory_best = min(ours), min(memory)
+    share = (ours_best.wall - memory_best.wall) / ours_best.wall
     table.add(
         (
             "data path's share of a cached epoch",
-            f"{min(ours):.2f} s",
-            f"{min(memory):.2f} s (in memory)",
+            str(ours_best),
+            f"{memory_best} (in memory)",
             f"{100 * share:.1f}%",
             "<= 10%",
         )
@@ -254,7 +262,7 @@ def bench_sorted_reads(images: DecodedImages, table: Table) -> None:
         for ascending in (False, True):
             evict(images.cache_file)
             pixels = np.load(images.cache_file, mmap_mode="r")
-            times[ascending].append(timed(read_batches, pixels, batches, ascending))
+            times[ascending].append(timed(read_batches, pixels, batches, ascending).wall)
             del pixels
     sorted_s, drawn_s = min(times[True]), min(times[False])
     table.add(
@@ -329,14 +337,35 @@ def rss_child(photos_root: Path, cache: Path, size: int) -> None:
     mean, std = channel_stats(images.pixels, everything)
     batches = Batches(images.pixels, images.labels, everything, BATCH_SIZE, mean, std)
     run_epoch(batches.epoch(0), size)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"decoded": images.decoded, "peak_mb": peak_kb / 1024}))
+    print(json.dumps({"decoded": images.decoded, "peak_mb": peak_rss_kib() / 1024}))
 
 
-def timed(work: Callable[..., object], *args: object, **kwargs: object) -> float:
-    started = time.perf_counter()
+def peak_rss_kib() -> int:
+    """This process's peak resident set, KiB.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: a child started by subprocess (vfork + exec)
+    inherits its parent's ru_maxrss, so it would report the parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux
+
+
+class Timing(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process and of its children that ended (pool workers)
+
+    def __str__(self) -> str:
+        return f"{self.wall:.1f} s, {self.cpu:.1f} CPU-s"
+
+
+def timed(work: Callable[..., object], *args: object, **kwargs: object) -> Timing:
+    before, started = os.times(), time.perf_counter()
     work(*args, **kwargs)
-    return time.perf_counter() - started
+    wall, after = time.perf_counter() - started, os.times()
+    return Timing(wall, sum(after[:4]) - sum(before[:4]))
 
 
 if __name__ == "__main__":
