@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catdog.compare import differing_keys, flatten, parse_grid, plan
+from catdog.compare import differing_keys, flatten, parse_grid, plan, shared_data
 from catdog.config import ConfigError, load_config
 from catdog.experiment import fresh_folder
 from catdog.scoreboard import DEFAULT_TARGET, markdown, score
@@ -21,6 +21,16 @@ ENV = {"PYTHONPATH": str(REPO)}  # the checkout under test, not an installed cop
 def write_config(path: Path, **sections: object) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path
+
+
+def tiny_config(path: Path, photos: Path, **changes: object) -> Path:
+    sections: dict[str, object] = {
+        "data": {"root": str(photos), "image_size": 8, "workers": 0},
+        "model": {"hidden": [16]},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "train": {"epochs": 2, "batch_size": 16, "progress": False},
+    }
+    return write_config(path, **(sections | changes))
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -155,6 +165,24 @@ def test_a_comparison_folder_is_never_reused(tmp_path: Path) -> None:
     assert (first / "keep.txt").read_text() == "x"
 
 
+def test_photos_are_decoded_once_per_data_section(demo_photos: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "c.yaml", demo_photos)
+    runs = plan(
+        [config],
+        grid=[
+            "optimizer.name=sgd,momentum",
+            "data.image_size=8,12",
+            "data.augment.hflip=false,true",
+        ],
+    )
+    prepared: dict = {}
+    data = [shared_data(r.config, prepared) for r in runs]
+    assert len(prepared) == 2  # one per image size; optimizer and augmentation don't matter
+    by_size = {r.config.data.image_size: d for r, d in zip(runs, data, strict=True)}
+    assert all(d is by_size[r.config.data.image_size] for r, d in zip(runs, data, strict=True))
+    assert by_size[8].images.pixels.shape[-1] == 8 and by_size[12].images.pixels.shape[-1] == 12
+
+
 # --- scores --------------------------------------------------------------------------------
 
 
@@ -209,16 +237,6 @@ def test_a_run_that_diverged_before_its_first_epoch_scores_nothing() -> None:
 
 
 # --- the command ---------------------------------------------------------------------------
-
-
-def tiny_config(path: Path, photos: Path, **changes: object) -> Path:
-    sections: dict[str, object] = {
-        "data": {"root": str(photos), "image_size": 8, "workers": 0},
-        "model": {"hidden": [16]},
-        "optimizer": {"name": "sgd", "lr": 0.1},
-        "train": {"epochs": 2, "batch_size": 16, "progress": False},
-    }
-    return write_config(path, **(sections | changes))
 
 
 @pytest.fixture(scope="module")
