@@ -6,6 +6,7 @@ code 2; a diverged run exits 3; an interrupted run exits 128 + the signal's numb
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +28,15 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+def fail(message: str, code: int = 2, quiet: bool = False) -> typer.Exit:
+    if not quiet:
+        typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def told_by_rank_0(error: BaseException) -> bool:
+    """Under torchrun, an error that every rank raised together is reported by rank 0 alone."""
+    return bool(getattr(error, "on_every_rank", False)) and os.environ.get("RANK", "0") != "0"
 
 
 def reports_errors(command: F) -> F:
@@ -42,11 +49,12 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (ConfigError, DataError, CheckpointError) as error:
-            raise fail(str(error)) from None
+            raise fail(str(error), quiet=told_by_rank_0(error)) from None
         except Diverged as error:
-            raise fail(str(error), code=3) from None
+            raise fail(str(error), code=3, quiet=told_by_rank_0(error)) from None
         except Interrupted as error:
-            typer.echo(str(error), err=True)
+            if not told_by_rank_0(error):
+                typer.echo(str(error), err=True)
             raise typer.Exit(error.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -64,11 +72,19 @@ def train(
     resume: Path = typer.Option(
         None, "--resume", help="Continue the run in this folder from its last.pt."
     ),
+    nproc: int = typer.Option(
+        None,
+        "--nproc",
+        min=1,
+        help="Train in N processes on this machine (DistributedDataParallel, one per GPU), "
+        "as torchrun --standalone --nproc_per_node N would.",
+    ),
 ) -> None:
     """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
+    from catdog import distributed
     from catdog.config import load_config
     from catdog.experiment import run
-    from catdog.train import resume_config
+    from catdog.train import check_distributed, resume_config
     from catdog.train import train as train_run
 
     if resume is not None:
@@ -86,10 +102,22 @@ def train(
 
         for assignment in set_:
             apply_override(base, assignment)
-        summary = train_run(validate(base, source=f"{resume}/last.pt"), resume, resume=True)
+        cfg = validate(base, source=f"{resume}/last.pt")
     else:
         cfg = load_config(config, set_)
-        summary = run(cfg, label=config.stem if config else "run")
+    if nproc is not None:
+        # Refuse here, once, what every worker would refuse; then run this command in each.
+        check_distributed(cfg, nproc, distributed.rank_device(cfg.device, nproc - 1))
+        options = [("--config", config), *(("--set", s) for s in set_), ("--resume", resume)]
+        args = [str(part) for key, value in options if value is not None for part in (key, value)]
+        raise typer.Exit(distributed.launch(nproc, ["train", *args]))
+    with distributed.process_group(cfg.device):
+        if resume is not None:
+            summary = train_run(cfg, resume, resume=True)
+        else:
+            summary = run(cfg, label=config.stem if config else "run")
+        if not distributed.is_main():
+            return
     best = (
         f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}"
         if summary.best_epoch

@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+from catdog import distributed
 from catdog.config import Config, ConfigError
 from catdog.train import PreparedData, Summary, train
 
@@ -42,4 +43,6 @@ def fresh_folder(parent: Path, label: str, key: str) -> Path:
 
 
 def run(config: Config, label: str, data: PreparedData | None = None) -> Summary:
-    return train(config, new_run_dir(config, label), data=data)
+    # Under torchrun rank 0 makes the one folder and every rank trains into it.
+    run_dir = distributed.on_main(lambda: new_run_dir(config, label))
+    return train(config, run_dir, data=data)

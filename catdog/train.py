@@ -5,6 +5,10 @@ validation split is measured, a line is printed, a row goes to `metrics.csv`, an
 `best.pt` when validation accuracy improved) are written. Ctrl-C or SIGTERM finish the current
 step and write a resumable `last.pt`; a NaN or infinite loss stops the run and keeps the last good
 checkpoint.
+
+Under torchrun (see `catdog.distributed`) each process trains on its share of every global batch
+in DistributedDataParallel, so the steps are those of one process with the same global batch;
+validation is split over the ranks and gathered; rank 0 alone writes files and prints.
 """
 
 import csv
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from catdog import distributed
 from catdog.batches import Augment, Batches, channel_stats
 from catdog.checkpoint import load_checkpoint, save_checkpoint
 from catdog.config import (
@@ -38,7 +43,7 @@ from catdog.config import (
 from catdog.data import DataError, find_photos, stratified_split
 from catdog.images import DecodedImages, load_images
 from catdog.losses import LOSSES, Loss
-from catdog.metrics import measure
+from catdog.metrics import Measurement, measure
 from catdog.model import MLP
 from catdog.optim import OPTIMIZERS, build_optimizer
 
@@ -48,9 +53,15 @@ METRICS_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seco
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
 
+    # Under DDP every rank sees the same all-reduced loss and raises together (see
+    # `distributed.everywhere`); likewise for the stop flag behind `Interrupted`.
+    on_every_rank = True
+
 
 class Interrupted(RuntimeError):
     """Training stopped on a signal after writing a resumable checkpoint."""
+
+    on_every_rank = True
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -58,8 +69,9 @@ class Interrupted(RuntimeError):
 
 
 def note(message: str) -> None:
-    """A remark on stderr that does not tear an open progress bar."""
-    tqdm.write(message, file=sys.stderr)
+    """A remark on stderr that does not tear an open progress bar (rank 0's only: one copy)."""
+    if distributed.is_main():
+        tqdm.write(message, file=sys.stderr)
 
 
 # --- data -------------------------------------------------------------------------------
@@ -191,8 +203,16 @@ def train_step(
     loss_fn: Loss,
     x: torch.Tensor,
     y: torch.Tensor,
+    weight: float = 1.0,
 ) -> torch.Tensor:
-    """One optimizer step on one batch; returns the batch loss (a 0-d tensor)."""
+    """One optimizer step on one batch; returns the batch loss (a 0-d tensor).
+
+    Backward runs on `weight` * loss. Under DDP, rank r holds n_r of a global batch's N rows and
+    its loss L_r is the mean over those; DDP averages the ranks' gradients, so with weight
+    w_r = n_r·W/N the step takes (1/W)·Σ_r w_r·∇L_r = (1/N)·Σ_i ∇loss_i, the global batch's mean
+    gradient, however unevenly the batch splits. A rank with no rows backpropagates a zero (it
+    must still join DDP's gradient all-reduce) and reports a loss of 0.
+    """
     if not getattr(optimizer, "uses_gradients", True):
         # Gradient-free (the genetic algorithm): the optimizer only ever evaluates the loss.
         # Eval mode, so dropout does not blur fitness and batch-norm statistics are not
@@ -206,8 +226,9 @@ def train_step(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
+        logits = model(x)
+        loss = loss_fn(logits, y) if len(y) else logits.sum()
+        (loss if weight == 1.0 else loss * weight).backward()
         return loss
 
     if getattr(optimizer, "needs_closure", False):
@@ -266,12 +287,21 @@ class Summary:
 def train(
     config: Config, run_dir: Path, resume: bool = False, data: PreparedData | None = None
 ) -> Summary:
-    """Train per `config` into `run_dir` (which holds `last.pt` when resuming)."""
-    device = resolve_device(config.device)
+    """Train per `config` into `run_dir` (which holds `last.pt` when resuming).
+
+    Inside a process group (torchrun) every rank calls this with the same arguments.
+    """
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    device = distributed.device() if distributed.active() else resolve_device(config.device)
+    if distributed.active():
+        check_distributed(config, world, device)
     check_population_fits(config, device)
-    show_progress = config.train.progress
+    show_progress = config.train.progress and main
     checkpoint = load_checkpoint(run_dir, prefer="last.pt") if resume else None
-    data = data or prepare_data(config, progress=show_progress)
+    if data is None:
+        with distributed.main_first():  # rank 0 decodes and caches; the others read its cache
+            data = prepare_data(config, progress=show_progress)
     if checkpoint is not None:
         data.mean = np.asarray(checkpoint["normalization"]["mean"], dtype=np.float32)
         data.std = np.asarray(checkpoint["normalization"]["std"], dtype=np.float32)
@@ -287,11 +317,16 @@ def train(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         progress = Progress(**checkpoint["progress"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+        _restore_rng(checkpoint["rng"], device, config.seed, progress)
     else:
-        save_config(config, run_dir / "config.yaml")
+        if main:
+            save_config(config, run_dir / "config.yaml")
+        if world > 1:
+            # Same initial weights everywhere (seeded above), but each rank's own dropout masks.
+            torch.manual_seed(_rank_seed(config.seed, rank))
+    # DDP averages the gradients in backward; `model` stays the plain network for
+    # checkpoints and evaluation.
+    network = distributed.wrap(model) if distributed.active() else model
 
     batch_size = (
         len(data.train_indices) if config.train.batch_size == "full" else config.train.batch_size
@@ -308,14 +343,22 @@ def train(
         shuffle=True,
         seed=config.seed,
         augment=Augment(hflip=a.hflip, shift=a.shift, brightness=a.brightness, contrast=a.contrast),
+        rank=rank,
+        world_size=world,
     )
     metrics_path = run_dir / "metrics.csv"
-    _keep_metrics_rows(metrics_path, progress.epoch)
+    if main:
+        _keep_metrics_rows(metrics_path, progress.epoch)
     smoothing = config.train.label_smoothing
     epochs = config.train.epochs
     base_lr = config.optimizer.lr
 
     def payload() -> dict[str, Any]:
+        """The checkpoint; every rank must call it (it gathers the ranks' random states)."""
+        rng = _rng_state(device)
+        if world > 1:
+            ranks = distributed.all_gather(rng)
+            rng = {**ranks[0], "ranks": ranks}
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -328,10 +371,7 @@ def train(
                 "in_features": data.in_features,
             },
             "progress": progress.as_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            },
+            "rng": rng,
         }
 
     model.train()
@@ -359,18 +399,26 @@ def train(
                         group["lr"] = lr
                 if smoothing:
                     y = y * (1 - smoothing) + smoothing / 2
-                loss = float(train_step(model, optimizer, loss_fn, x, y))
-                if not math.isfinite(loss):
+                rows = min(batch_size, len(data.train_indices) - progress.step * batch_size)
+                weight = len(y) * world / rows  # 1 in one process; see train_step
+                loss = float(train_step(network, optimizer, loss_fn, x, y, weight))
+                # One all-reduce per step (none in one process): the global batch's loss, and
+                # whether any rank was asked to stop, so that all ranks stop at the same step.
+                loss_sum, count, stopping = distributed.sum_across(
+                    [loss * len(y), len(y), float(bool(stop))]
+                )
+                if not math.isfinite(loss_sum):
+                    batch_loss = loss_sum / count
                     raise Diverged(
-                        f"loss became {loss} at epoch {epoch + 1}, batch {progress.step + 1} "
+                        f"loss became {batch_loss} at epoch {epoch + 1}, batch {progress.step + 1} "
                         f"with optimizer.lr={lr:g}: the steps are too large; try a smaller lr "
                         f"(e.g. --set optimizer.lr={base_lr / 10:g}). "
                         f"Metrics so far are in {metrics_path}, "
                         f"the last good checkpoint is {run_dir / 'last.pt'}"
                     )
                 progress.step += 1
-                progress.loss_sum += loss * len(y)
-                progress.loss_count += len(y)
+                progress.loss_sum += loss_sum
+                progress.loss_count += int(count)
                 bar.update(1)
                 postfix = {"loss": f"{progress.loss_sum / progress.loss_count:.4f}"}
                 if evaluations_before is not None:
@@ -379,11 +427,14 @@ def train(
                     )
                     postfix["evals/s"] = f"{rate:.0f}"
                 bar.set_postfix(postfix, refresh=False)
-                if stop:
+                if stopping:
+                    signum = distributed.max_across(stop.get("signal", 0))  # some rank's signal
                     bar.close()
                     progress.elapsed += time.perf_counter() - started
-                    save_checkpoint(payload(), run_dir / "last.pt")
-                    signum = stop["signal"]
+                    state = payload()
+                    if main:
+                        save_checkpoint(state, run_dir / "last.pt")
+                    distributed.barrier()  # no rank exits before last.pt is on disk
                     name = signal.Signals(signum).name
                     raise Interrupted(
                         f"{name}: stopped at epoch {epoch + 1}, batch {progress.step}; "
@@ -393,18 +444,7 @@ def train(
                     )
             bar.close()
 
-            val = measure(
-                model,
-                data.images.pixels,
-                data.images.labels,
-                data.val_indices,
-                data.mean,
-                data.std,
-                loss_fn,
-                device,
-                batch_size=config.eval.batch_size,
-                tta=config.eval.tta,
-            )
+            val = measure_split(model, data, loss_fn, device, config)
             train_loss = progress.loss_sum / max(progress.loss_count, 1)
             now = time.perf_counter()
             seconds = now - epoch_started
@@ -418,7 +458,8 @@ def train(
                 "seconds": seconds,
                 "elapsed": elapsed,
             }
-            _append_metrics_row(metrics_path, row)
+            if main:
+                _append_metrics_row(metrics_path, row)
             improved = val.count == 0 or val.accuracy > progress.best_accuracy
             if improved:
                 progress.best_accuracy = val.accuracy if val.count else float("nan")
@@ -432,20 +473,21 @@ def train(
             progress.loss_count = 0
             state = payload()
             state["progress"]["elapsed"] = elapsed
-            save_checkpoint(state, run_dir / "last.pt")
-            if improved:
-                save_checkpoint(state, run_dir / "best.pt")
-            print(
-                f"epoch {epoch + 1:>3}/{epochs}  train_loss {train_loss:.4f}  "
-                f"val_loss {val.loss:.4f}  "
-                f"val_acc {val.accuracy:.2%}  {seconds:.1f}s",
-                flush=True,
-            )
+            if main:
+                save_checkpoint(state, run_dir / "last.pt")
+                if improved:
+                    save_checkpoint(state, run_dir / "best.pt")
+                print(
+                    f"epoch {epoch + 1:>3}/{epochs}  train_loss {train_loss:.4f}  "
+                    f"val_loss {val.loss:.4f}  val_acc {val.accuracy:.2%}  {seconds:.1f}s",
+                    flush=True,
+                )
             patience = config.train.early_stopping
             if patience is not None and progress.stale_epochs >= patience:
                 note(f"early stopping: no better validation accuracy for {patience} epochs")
                 break
 
+    distributed.barrier()  # rank 0 has written everything before any rank returns
     total = progress.elapsed + (time.perf_counter() - started)
     final = read_metrics(metrics_path)[-1] if metrics_path.exists() else {}
     if metrics_path.exists():
@@ -455,6 +497,115 @@ def train(
     return Summary(
         run_dir, progress.epoch, progress.best_accuracy, progress.best_epoch, final, total
     )
+
+
+# --- data parallel ----------------------------------------------------------------------------
+
+
+def check_distributed(config: Config, world_size: int, device: torch.device) -> None:
+    """Refuse, in one line, what data-parallel training can't do exactly as one process does."""
+    name = config.optimizer.name
+    if not getattr(OPTIMIZERS[name], "uses_gradients", True):
+        raise distributed.everywhere(
+            ConfigError(
+                f"optimizer.name: {name!r} is gradient-free, so DistributedDataParallel has no "
+                "gradients to average; train it in one process (without torchrun or --nproc)"
+            )
+        )
+    if config.model.batch_norm and world_size > 1 and device.type != "cuda":
+        raise distributed.everywhere(
+            ConfigError(
+                "model.batch_norm: over several processes the batch statistics need "
+                "SyncBatchNorm, which torch runs on GPUs only; on the CPU train it in one "
+                "process, or set model.batch_norm=false"
+            )
+        )
+
+
+def measure_split(
+    model: torch.nn.Module, data: PreparedData, loss_fn: Loss, device: torch.device, config: Config
+) -> Measurement:
+    """The validation measurement; under DDP each rank measures every world-th photo, then all
+    ranks gather the parts and merge them, so every rank gets the whole split's numbers."""
+    if not distributed.active():
+        return _measure(model, data, data.val_indices, loss_fn, device, config)
+    mine = np.sort(data.val_indices)[distributed.rank() :: distributed.world_size()]
+    part = _measure(model, data, mine, loss_fn, device, config)
+    return merge_measurements(distributed.all_gather(part))
+
+
+def merge_measurements(parts: list[Measurement]) -> Measurement:
+    """One measurement from W parts, part r taken on rows r, r + W, r + 2W, ... of the sorted rows.
+
+    loss = Σ_r loss_r·n_r / Σ_r n_r (each part's loss is a mean over its n_r rows), the confusion
+    matrices add up, and the probabilities interleave back into sorted-row order.
+    """
+    count = sum(part.count for part in parts)
+    if count == 0:
+        return parts[0]
+    confusion = np.sum([part.confusion for part in parts], axis=0)
+    probabilities = np.empty(count, dtype=np.float32)
+    for offset, part in enumerate(parts):
+        probabilities[offset :: len(parts)] = part.probabilities
+    loss = sum(part.loss * part.count for part in parts if part.count) / count
+    # A float32 mean, as `measure` takes it, so the accuracy matches one process to the bit.
+    accuracy = float(np.float32(np.trace(confusion)) / np.float32(count))
+    return Measurement(loss, accuracy, count, confusion.tolist(), probabilities)
+
+
+def _measure(
+    model: torch.nn.Module,
+    data: PreparedData,
+    rows: np.ndarray,
+    loss_fn: Loss,
+    device: torch.device,
+    config: Config,
+) -> Measurement:
+    return measure(
+        model,
+        data.images.pixels,
+        data.images.labels,
+        rows,
+        data.mean,
+        data.std,
+        loss_fn,
+        device,
+        batch_size=config.eval.batch_size,
+        tta=config.eval.tta,
+    )
+
+
+def _rank_seed(*parts: int) -> int:
+    """A seed for this rank's own random stream (dropout), mixed from `parts`."""
+    state = np.random.SeedSequence([int(part) for part in parts]).generate_state(1, np.uint64)
+    return int(state[0] >> 1)  # 63 bits: torch.manual_seed takes a signed 64-bit seed
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def _restore_rng(
+    saved: dict[str, Any], device: torch.device, seed: int, progress: Progress
+) -> None:
+    """Continue the random stream the checkpoint left off at; under DDP each rank its own.
+
+    A checkpoint from another number of processes has no stream for this rank: it starts a
+    fresh one from (seed, rank, epoch, step).
+    """
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1:
+        ranks = saved.get("ranks") or []
+        if len(ranks) != world:
+            torch.manual_seed(_rank_seed(seed, rank, progress.epoch, progress.step))
+            return
+        saved = ranks[rank]
+    torch.set_rng_state(saved["torch"])
+    if device.type == "cuda" and saved.get("cuda") is not None:
+        torch.cuda.set_rng_state(saved["cuda"], device)
 
 
 def resume_config(run_dir: Path) -> Config:

@@ -1,4 +1,4 @@
-"""Acceptance: a few epochs on 6,000 real Kaggle photos clearly beat chance, through the real CLI."""
+"""Acceptance: a few epochs on 6,000 real Kaggle photos beat chance, through the real CLI."""
 
 import json
 from pathlib import Path
