@@ -1,8 +1,9 @@
 """Comparisons: several runs from one seed, side by side in one folder.
 
 `plan` turns config files, `--set` overrides and `--grid` options into runs: every config file
-is crossed with every combination of grid values, and every run takes the first config's seed,
-so runs of one architecture start from the same weights and all see the same data split. A run
+is crossed with every combination of grid values, and every run takes the first config's seed
+(unless the grid itself varies `seed`), so runs of one architecture start from the same weights
+and all see the same data split. A run
 is labelled by what sets it apart: the keys whose values differ between the runs' resolved
 configs, e.g. "optimizer.name=momentum, optimizer.formulation=ema".
 
@@ -157,7 +158,7 @@ def compare(
                 )
             }
         )
-        data = _shared_data(config, prepared)
+        data = shared_data(config, prepared)
         diverged = None
         try:
             run(config, planned.label, data=data)
@@ -181,8 +182,12 @@ def compare(
     return Comparison(folder, scoreboard)
 
 
-def _shared_data(config: Config, prepared: dict[str, PreparedData]) -> PreparedData:
-    """Decode and split once per distinct data section and seed (augmentation acts later)."""
+def shared_data(config: Config, prepared: dict[str, PreparedData]) -> PreparedData:
+    """The photos `config` trains on, decoded and split once per distinct data section and seed.
+
+    `prepared` holds what earlier runs decoded; augmentation acts on batches, so it is no part
+    of the key.
+    """
     section = config.data.model_dump(mode="json", exclude={"augment"})
     key = json.dumps([section, config.seed], sort_keys=True)
     if key not in prepared:

@@ -8,11 +8,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from catdog.compare import differing_keys, flatten, parse_grid, plan
+from catdog.compare import differing_keys, flatten, parse_grid, plan, shared_data
 from catdog.config import ConfigError, load_config
-from catdog.experiment import fresh_folder
+from catdog.experiment import fresh_folder, run
 from catdog.scoreboard import DEFAULT_TARGET, markdown, score
-from catdog.train import read_metrics
+from catdog.train import read_metrics, train
 from tests.conftest import REPO, catdog
 
 ENV = {"PYTHONPATH": str(REPO)}  # the checkout under test, not an installed copy
@@ -21,6 +21,16 @@ ENV = {"PYTHONPATH": str(REPO)}  # the checkout under test, not an installed cop
 def write_config(path: Path, **sections: object) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path
+
+
+def tiny_config(path: Path, photos: Path, **changes: object) -> Path:
+    sections: dict[str, object] = {
+        "data": {"root": str(photos), "image_size": 8, "workers": 0},
+        "model": {"hidden": [16]},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "train": {"epochs": 2, "batch_size": 16, "progress": False},
+    }
+    return write_config(path, **(sections | changes))
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -155,6 +165,24 @@ def test_a_comparison_folder_is_never_reused(tmp_path: Path) -> None:
     assert (first / "keep.txt").read_text() == "x"
 
 
+def test_photos_are_decoded_once_per_data_section(demo_photos: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "c.yaml", demo_photos)
+    runs = plan(
+        [config],
+        grid=[
+            "optimizer.name=sgd,momentum",
+            "data.image_size=8,12",
+            "data.augment.hflip=false,true",
+        ],
+    )
+    prepared: dict = {}
+    data = [shared_data(r.config, prepared) for r in runs]
+    assert len(prepared) == 2  # one per image size; optimizer and augmentation don't matter
+    by_size = {r.config.data.image_size: d for r, d in zip(runs, data, strict=True)}
+    assert all(d is by_size[r.config.data.image_size] for r, d in zip(runs, data, strict=True))
+    assert by_size[8].images.pixels.shape[-1] == 8 and by_size[12].images.pixels.shape[-1] == 12
+
+
 # --- scores --------------------------------------------------------------------------------
 
 
@@ -211,14 +239,18 @@ def test_a_run_that_diverged_before_its_first_epoch_scores_nothing() -> None:
 # --- the command ---------------------------------------------------------------------------
 
 
-def tiny_config(path: Path, photos: Path, **changes: object) -> Path:
-    sections: dict[str, object] = {
-        "data": {"root": str(photos), "image_size": 8, "workers": 0},
-        "model": {"hidden": [16]},
-        "optimizer": {"name": "sgd", "lr": 0.1},
-        "train": {"epochs": 2, "batch_size": 16, "progress": False},
-    }
-    return write_config(path, **(sections | changes))
+def test_a_single_run_draws_its_curves_and_redraws_them_on_resume(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    path = tiny_config(tmp_path / "c.yaml", demo_photos)
+    config = load_config(path, [f"output.dir={tmp_path / 'runs'}", "train.epochs=1"])
+    summary = run(config, "single")
+    with Image.open(summary.run_dir / "curves.png") as image:
+        assert image.format == "PNG" and image.size == (1000, 400)
+    before = (summary.run_dir / "curves.png").read_bytes()
+    longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 3})})
+    train(longer, summary.run_dir, resume=True)
+    assert (summary.run_dir / "curves.png").read_bytes() != before  # now three epochs
 
 
 @pytest.fixture(scope="module")
@@ -260,10 +292,10 @@ def test_compare_writes_one_folder_with_a_subfolder_per_run(comparison: tuple[Pa
     assert folder.name.startswith("demo-")
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
     assert runs == ["01-sgd-2", "02-momentum-2", "03-sgd-3", "04-momentum-3"]
-    for run in runs:
+    for run_name in runs:
         for name in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "curves.png"):
-            assert (folder / run / name).is_file(), (run, name)
-        with Image.open(folder / run / "curves.png") as image:
+            assert (folder / run_name / name).is_file(), (run_name, name)
+        with Image.open(folder / run_name / "curves.png") as image:
             assert image.format == "PNG" and image.size == (1000, 400)
     with Image.open(folder / "comparison.png") as image:
         assert image.format == "PNG" and image.size[0] == 1500 and 500 < image.size[1] < 800
@@ -273,17 +305,16 @@ def test_compare_writes_one_folder_with_a_subfolder_per_run(comparison: tuple[Pa
 
 def test_runs_share_the_seed_weights_and_split(comparison: tuple[Path, str]) -> None:
     folder, _ = comparison
-    assert {load_config(run / "config.yaml").seed for run in folder.iterdir() if run.is_dir()} == {
-        0
-    }
+    run_dirs = [path for path in folder.iterdir() if path.is_dir()]
+    assert {load_config(run_dir / "config.yaml").seed for run_dir in run_dirs} == {0}
 
-    def untimed(run: str) -> list[dict[str, float]]:
+    def untimed(run_name: str) -> list[dict[str, float]]:
         return [
             {k: v for k, v in r.items() if k not in ("seconds", "elapsed")}
-            for r in read_metrics(folder / run / "metrics.csv")
+            for r in read_metrics(folder / run_name / "metrics.csv")
         ]
 
-    # The runs differ only in train.epochs: the same start gives the same first two epochs.
+    # Pairs that differ only in train.epochs: the same start gives the same first two epochs.
     assert untimed("03-sgd-3")[:2] == untimed("01-sgd-2")
     assert untimed("04-momentum-3")[:2] == untimed("02-momentum-2")
     assert untimed("01-sgd-2") != untimed("02-momentum-2")
