@@ -444,7 +444,7 @@ def measure_split(
 ) -> Measurement:
     """The validation measurement; under DDP each rank measures every world-th photo, then all
     ranks gather the parts and merge them, so every rank gets the whole split's numbers."""
-    if not distributed.active():
+    if distributed.world_size() == 1:
         return _measure(model, data, data.val_indices, loss_fn, device, config)
     mine = np.sort(data.val_indices)[distributed.rank() :: distributed.world_size()]
     part = _measure(model, data, mine, loss_fn, device, config)
