@@ -89,7 +89,7 @@ def to_inputs(
         raise TypeError(f"to_inputs takes uint8 pixels (0..255), got {pixels.dtype}")
     pixels = pixels.to(device)
     scale, offset = _affine(mean, std, pixels.device)
-    return _normalise(pixels.float(), scale, offset)
+    return _normalise(pixels, scale, offset)
 
 
 class Batches:
@@ -123,6 +123,10 @@ class Batches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        if pixels.dtype != np.uint8 or pixels.ndim != 4:
+            raise ValueError(
+                f"pixels must be uint8 (N, C, S, S), got {pixels.dtype} {pixels.shape}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         if not 0 <= rank < world_size:
@@ -130,10 +134,6 @@ class Batches:
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(pixels)):
             raise ValueError(f"indices must lie in [0, {len(pixels)}) to index the pixel rows")
-        if pixels.dtype != np.uint8 or pixels.ndim != 4:
-            raise ValueError(
-                f"pixels must be uint8 (N, C, S, S), got {pixels.dtype} {pixels.shape}"
-            )
         if len(labels) != len(pixels):
             raise ValueError(f"{len(labels)} labels for {len(pixels)} pixel rows")
         if bool((torch.as_tensor(std) <= 0).any()):
@@ -173,7 +173,7 @@ class Batches:
             pixels = torch.from_numpy(self.pixels[rows[mine]]).to(self.device)
             y = self.labels[torch.from_numpy(rows[mine])].to(self.device)
             if self.augment is None:
-                yield _normalise(pixels.float(), self._scale, self._offset), y
+                yield _normalise(pixels, self._scale, self._offset), y
                 continue
             # Draw for the whole global batch, then keep this rank's rows: every rank
             # agrees with the single-process run.
@@ -201,8 +201,14 @@ def _affine(
 
 
 def _normalise(pixels: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
-    """x * scale - offset in place on a fresh float batch, flattened to (B, C*S*S)."""
-    return pixels.mul_(scale).sub_(offset).flatten(1)
+    """uint8 (B, C, S, S) -> float32 pixels * scale - offset, flattened to (B, C*S*S)."""
+    if pixels.device.type == "cpu":
+        # numpy runs this on one thread; torch's two-thread kernels stall for milliseconds
+        # whenever other processes hold the cores (~6x slower per batch on a busy box).
+        x = np.multiply(pixels.numpy(), scale.numpy(), dtype=np.float32)
+        x -= offset.numpy()
+        return torch.from_numpy(x).flatten(1)
+    return pixels.float().mul_(scale).sub_(offset).flatten(1)
 
 
 def _draw(augment: Augment, rows: int, size: int, generator: torch.Generator) -> dict[str, Tensor]:

@@ -26,7 +26,9 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     A process killed at any moment leaves either the old file or the new one, never half of one.
     """
     payload = {"format": FORMAT, **payload}
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(descriptor, "wb") as file:
             torch.save(payload, file)
@@ -45,13 +47,17 @@ def resolve_checkpoint(target: str | Path, prefer: str = "best.pt") -> Path:
         for name in (prefer, "best.pt", "last.pt"):
             if (target / name).is_file():
                 return target / name
-        raise CheckpointError(f"{target}: no best.pt or last.pt in this folder; is it a catdog run folder?")
+        raise CheckpointError(
+            f"{target}: no best.pt or last.pt in this folder; is it a catdog run folder?"
+        )
     if not target.exists():
         raise CheckpointError(f"{target}: no such run folder or checkpoint")
     return target
 
 
-def load_checkpoint(target: str | Path, prefer: str = "best.pt", map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    target: str | Path, prefer: str = "best.pt", map_location: Any = "cpu"
+) -> dict[str, Any]:
     path = resolve_checkpoint(target, prefer)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -60,10 +66,20 @@ def load_checkpoint(target: str | Path, prefer: str = "best.pt", map_location: A
         reason = str(error).splitlines()[0] if str(error) else "unsafe content"
         if "Weights only load failed" in reason or "Unsupported" in str(error):
             reason = "it holds objects other than tensors and plain data"
-        raise CheckpointError(f"{path}: refused to load: {reason}; only load checkpoints you trust") from None
+        raise CheckpointError(
+            f"{path}: refused to load: {reason}; only load checkpoints you trust"
+        ) from None
     except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED):
-        raise CheckpointError(f"{path}: not a catdog checkpoint (made by another program or version)")
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__})"
+        ) from None
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != FORMAT
+        or any(k not in payload for k in REQUIRED)
+    ):
+        raise CheckpointError(
+            f"{path}: not a catdog checkpoint (made by another program or version)"
+        )
     payload["path"] = str(path)
     return payload

@@ -63,9 +63,15 @@ def reports_errors(command: F) -> F:
 @app.command()
 @reports_errors
 def train(
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config; keys not given take their defaults."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key: --set optimizer.lr=0.05 (repeatable)."),
-    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML config; keys not given take their defaults."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a key: --set optimizer.lr=0.05 (repeatable)."
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this folder from its last.pt."
+    ),
     nproc: int = typer.Option(
         None,
         "--nproc",
@@ -88,7 +94,10 @@ def train(
         for assignment in set_:
             key = assignment.partition("=")[0].strip()
             if key not in ("train.epochs", "train.progress", "device"):
-                raise ConfigError(f"--set {key}: only train.epochs, train.progress and device can change on --resume")
+                raise ConfigError(
+                    f"--set {key}: only train.epochs, train.progress and device "
+                    "can change on --resume"
+                )
         from catdog.config import apply_override, validate
 
         for assignment in set_:
@@ -109,7 +118,11 @@ def train(
             summary = run(cfg, label=config.stem if config else "run")
         if not distributed.is_main():
             return
-    best = f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}" if summary.best_epoch else "n/a"
+    best = (
+        f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}"
+        if summary.best_epoch
+        else "n/a"
+    )
     typer.echo(
         f"run: {summary.run_dir}  epochs: {summary.epochs}  best val_acc: {best}  "
         f"time: {summary.seconds:.1f}s\nevaluate with: catdog evaluate {summary.run_dir}"
@@ -120,9 +133,15 @@ def train(
 @reports_errors
 def evaluate(
     target: Path = typer.Argument(..., help="Run folder or checkpoint file."),
-    data: Path = typer.Option(None, "--data", help="Photo folder to evaluate on; default: the run's validation split."),
+    data: Path = typer.Option(
+        None, "--data", help="Photo folder to evaluate on; default: the run's validation split."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
-    tta: bool = typer.Option(None, "--tta/--no-tta", help="Average each photo with its mirror (default: the run's eval.tta)."),
+    tta: bool = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Average each photo with its mirror (default: the run's eval.tta).",
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
 ) -> None:
     """Accuracy, loss, count and confusion matrix of a trained run on a photo folder."""
@@ -181,9 +200,11 @@ def make_demo_data(
 @reports_errors
 def demo(
     config: Path = typer.Option(Path("configs/demo.yaml"), "--config", "-c"),
-    data: Path = typer.Option(Path("data/demo"), "--data", help="Where the demo photos are (made if missing)."),
+    data: Path = typer.Option(
+        Path("data/demo"), "--data", help="Where the demo photos are (made if missing)."
+    ),
 ) -> None:
-    """Make the demo photos if missing, train on them, evaluate: the whole product in one command."""
+    """Make the demo photos if missing, train on them, evaluate: the product in one command."""
     from catdog.config import load_config
     from catdog.evaluate import evaluate as evaluate_run
     from catdog.experiment import run
@@ -196,10 +217,77 @@ def demo(
     summary = run(cfg, label=config.stem)
     result, _ = evaluate_run(summary.run_dir, progress=False)
     typer.echo(
-        f"\ndemo run: {summary.run_dir}\nvalidation accuracy {result.accuracy:.2%} on {result.count} photos "
+        f"\ndemo run: {summary.run_dir}\n"
+        f"validation accuracy {result.accuracy:.2%} on {result.count} photos "
         f"(best epoch {summary.best_epoch}), training time {summary.seconds:.1f}s\n"
         f"next: catdog evaluate {summary.run_dir}   |   catdog predict {summary.run_dir} PHOTO.jpg"
     )
+
+
+@app.command()
+@reports_errors
+def compare(
+    configs: list[Path] = typer.Argument(
+        ..., help="YAML configs; each becomes a run (crossed with --grid)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a key in every run: --set train.epochs=5."
+    ),
+    grid: list[str] = typer.Option(
+        [], "--grid", "-g", help="One run per value: --grid optimizer.name=sgd,momentum."
+    ),
+    name: str = typer.Option(
+        None, "--name", help="Folder name (default: the first config's), the time is added."
+    ),
+    target_loss: float = typer.Option(
+        None, "--target-loss", help="Validation loss to race to (default: the worst run's best)."
+    ),
+    out_dir: Path = typer.Option(Path("comparisons"), "--out-dir", help="Parent folder."),
+) -> None:
+    """Train runs from one seed on the same data, then plot and tabulate them together.
+
+    Several --grid options form a product; the first config's seed is every run's seed.
+    """
+    from catdog.compare import compare as compare_runs
+    from catdog.compare import plan
+    from catdog.scoreboard import markdown
+
+    runs = plan(configs, set_, grid)
+    comparison = compare_runs(runs, out_dir, name or configs[0].stem, target_loss)
+    typer.echo(f"\n{markdown(comparison.scoreboard)}")
+    typer.echo(f"comparison: {comparison.folder} (comparison.png, summary.md, summary.csv)")
+
+
+@app.command()
+@reports_errors
+def gradcheck(
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Take the loss and hidden widths (capped) from this config."
+    ),
+    tolerance: float = typer.Option(1e-6, "--tolerance", help="Largest relative error passing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the small network and its photos."),
+) -> None:
+    """Backprop against finite differences on a small float64 network; exit 1 over tolerance."""
+    from catdog.check_gradients import check_gradients
+
+    lines, passed = check_gradients(config, tolerance, seed)
+    typer.echo("\n".join(lines))
+    if not passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def figures(
+    out_dir: Path = typer.Argument(..., help="Folder for the PNGs (made if missing)."),
+) -> None:
+    """Draw the article's figures: EWA smoothing, bias correction, weights, a ravine race."""
+    from catdog.figures import make_figures
+
+    for path, lines in make_figures(out_dir).items():
+        typer.echo(str(path))
+        for line in lines:
+            typer.echo(f"  {line}")
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ class DataConfig(Section):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of each class held out for validation (stratified, fixed by the seed)."""
     cache_dir: str | None = None
-    """Where decoded photos are cached; null: $CATDOG_CACHE_DIR, $XDG_CACHE_HOME/catdog or ~/.cache/catdog."""
+    """Decoded-photo cache; null: $CATDOG_CACHE_DIR, $XDG_CACHE_HOME/catdog or ~/.cache/catdog."""
     workers: int | None = Field(None, ge=0)
     """Processes that decode photos on the first pass; null: all cores."""
     augment: AugmentConfig = AugmentConfig()
@@ -90,7 +90,9 @@ class OptimizerConfig(BaseModel):
     def _known_name(cls, name: str) -> str:
         if name not in OPTIMIZERS:
             hint = _nearest(name, list(OPTIMIZERS))
-            raise ValueError(f"unknown optimizer {name!r}{hint}; choose one of {sorted(OPTIMIZERS)}")
+            raise ValueError(
+                f"unknown optimizer {name!r}{hint}; choose one of {sorted(OPTIMIZERS)}"
+            )
         return name
 
     @property
@@ -196,7 +198,9 @@ def check_optimizer(optimizer: OptimizerConfig) -> None:
             )
     # Building it on a dummy parameter runs the optimizer's own checks now, not mid-run.
     try:
-        OPTIMIZERS[optimizer.name]([torch.zeros(1, requires_grad=True)], **optimizer.hyperparameters)
+        OPTIMIZERS[optimizer.name](
+            [torch.zeros(1, requires_grad=True)], **optimizer.hyperparameters
+        )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"optimizer ({optimizer.name}): {error}") from None
 
@@ -244,7 +248,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: a config must be a YAML mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -265,7 +271,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Read `path` (or start from the defaults), apply `--set` overrides, and validate."""
     data = read_config_file(path) if path is not None else {}
     for assignment in overrides:
@@ -298,7 +306,7 @@ def _describe(error: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         section = _section_model(location[:-1])
         fields = list(section.model_fields) if section else []
-        hint = _nearest(location[-1], fields, prefix=".".join(location[:-1] + [""]))
+        hint = _nearest(location[-1], fields, prefix=".".join([*location[:-1], ""]))
         return f"{key}: unknown key{hint}"
     message = first["msg"]
     if first["type"].startswith("value_error"):

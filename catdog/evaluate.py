@@ -1,4 +1,4 @@
-"""Evaluate a trained run on photos, and predict single photos, with the checkpoint's preprocessing."""
+"""Evaluate a trained run on photos, and predict single photos, as the checkpoint prescribes."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ def evaluate(
     device: str | None = None,
     progress: bool = True,
 ) -> tuple[Measurement, dict[str, Any]]:
-    """Measure a run on a folder of photos (all of it), or by default on the run's validation split."""
+    """Measure a run on a whole folder of photos, or by default on its validation split."""
     trained = restore(target, device)
     config = trained.config
     tta = config.eval.tta if tta is None else tta
@@ -81,7 +81,12 @@ def evaluate(
         batch_size=config.eval.batch_size,
         tta=tta,
     )
-    details = {"checkpoint": str(trained.checkpoint), "data": source, "skipped": skipped, "tta": tta}
+    details = {
+        "checkpoint": str(trained.checkpoint),
+        "data": source,
+        "skipped": skipped,
+        "tta": tta,
+    }
     return result, details
 
 
@@ -96,7 +101,9 @@ class Prediction:
         return "dog" if (self.probability or 0.0) >= 0.5 else "cat"
 
 
-def predict(target: str | Path, images: list[Path], tta: bool | None = None, device: str | None = None) -> list[Prediction]:
+def predict(
+    target: str | Path, images: list[Path], tta: bool | None = None, device: str | None = None
+) -> list[Prediction]:
     trained = restore(target, device)
     config = trained.config
     tta = config.eval.tta if tta is None else tta
@@ -105,8 +112,12 @@ def predict(target: str | Path, images: list[Path], tta: bool | None = None, dev
         try:
             pixels = decode_photo(path, config.data.image_size, config.data.grayscale)
         except (UnreadablePhotoError, OSError) as error:
-            predictions.append(Prediction(path, None, str(error) or f"{path}: cannot read this image"))
+            predictions.append(
+                Prediction(path, None, str(error) or f"{path}: cannot read this image")
+            )
             continue
-        logit = predict_pixels(trained.model, pixels[None], trained.mean, trained.std, trained.device, tta)
+        logit = predict_pixels(
+            trained.model, pixels[None], trained.mean, trained.std, trained.device, tta
+        )
         predictions.append(Prediction(path, float(torch.sigmoid(logit)[0])))
     return predictions

@@ -22,15 +22,24 @@ def new_run_dir(config: Config, label: str) -> Path:
                 f"or continue it with: catdog train --resume {run_dir}"
             ) from None
         return run_dir
+    return fresh_folder(parent, label, "output.dir")
+
+
+def fresh_folder(parent: Path, label: str, key: str) -> Path:
+    """Make and return `parent/<label>-<time>` (with a counter if taken); never an existing one.
+
+    `key` names the setting that chose `parent`, for the error message.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
-        run_dir = parent / (f"{label}-{stamp}" if attempt == 1 else f"{label}-{stamp}-{attempt}")
+        folder = parent / (f"{label}-{stamp}" if attempt == 1 else f"{label}-{stamp}-{attempt}")
         try:
-            run_dir.mkdir()
-            return run_dir
+            folder.mkdir()
+            return folder
         except FileExistsError:
             continue
-    raise ConfigError(f"output.dir: could not make a new run folder in {parent}")
+    raise ConfigError(f"{key}: could not make a new folder in {parent}")
 
 
 def run(config: Config, label: str, data: PreparedData | None = None) -> Summary:

@@ -171,8 +171,9 @@ def load_images(
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
     key = cache_key(photos.paths, image_size, grayscale)
     entry = cache_dir / key
+    photo_shape = (1 if grayscale else 3, image_size, image_size)
     decoded = 0
-    cached = _read_entry(entry, len(photos.paths))
+    cached = _read_entry(entry, len(photos.paths), photo_shape)
     if cached is None:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -183,12 +184,12 @@ def load_images(
             ) from error
         with _exclusive(cache_dir / f"{key}.lock"):
             # Whoever held the lock before us may have written this very entry.
-            cached = _read_entry(entry, len(photos.paths))
+            cached = _read_entry(entry, len(photos.paths), photo_shape)
             if cached is None:
                 _remove_leftovers(cache_dir, key)
                 _write_entry(entry, photos, image_size, grayscale, workers, progress)
                 decoded = len(photos.paths)
-                cached = _read_entry(entry, len(photos.paths))
+                cached = _read_entry(entry, len(photos.paths), photo_shape)
                 if cached is None:
                     raise DataError(f"{entry}: the cache just written can't be read back")
     pixels, skipped_rows = cached
@@ -244,21 +245,21 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
 
 
-def _read_entry(entry: Path, count: int) -> tuple[np.ndarray, list[int]] | None:
+def _read_entry(
+    entry: Path, count: int, photo_shape: tuple[int, int, int]
+) -> tuple[np.ndarray, list[int]] | None:
     """(pixels memmap, skipped rows) of a complete, consistent cache entry, else None."""
     try:
         meta = json.loads((entry / "meta.json").read_text())
         pixels = np.load(entry / "pixels.npy", mmap_mode="r")
-    except (OSError, ValueError):
+        rows = sorted(int(row) for row in meta["skipped"])
+    except (OSError, ValueError, TypeError, KeyError):  # missing, partial or foreign files
         return None
-    skipped = meta.get("skipped", {})
-    rows = sorted(int(row) for row in skipped)
     consistent = (
         meta.get("version") == CACHE_VERSION
         and meta.get("count") == count
         and pixels.dtype == np.uint8
-        and pixels.ndim == 4
-        and len(pixels) == count - len(rows)
+        and pixels.shape == (count - len(rows), *photo_shape)
     )
     return (pixels, rows) if consistent else None
 
@@ -302,7 +303,7 @@ def _write_entry(
         try:
             os.rename(temp, entry)
         except OSError:
-            if _read_entry(entry, len(photos.paths)) is None:
+            if _read_entry(entry, len(photos.paths), shape[1:]) is None:
                 raise
             # Another writer (without a working lock) got there first with the same bytes.
     finally:
@@ -359,13 +360,17 @@ def _decode_chunks(
     # Linux: fork, as torch's DataLoader does; workers run only Pillow and numpy, start at
     # once, and don't re-import the caller's script. Elsewhere fork is unsafe: the default.
     context = get_context("fork" if sys.platform == "linux" else None)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
         futures = [
             pool.submit(_decode_chunk, start, paths, image_size, grayscale)
             for start, paths in chunks
         ]
         for future in as_completed(futures):
             yield future.result()
+    finally:
+        # After an error or Ctrl-C, drop the chunks not started rather than decode them all.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode_chunk(

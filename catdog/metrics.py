@@ -38,7 +38,7 @@ def predict_pixels(
     device: torch.device,
     tta: bool = False,
 ) -> torch.Tensor:
-    """Logits for a batch of uint8 photos (B, C, S, S); with `tta`, the photo and its mirror averaged.
+    """Logits for uint8 photos (B, C, S, S); with `tta`, each photo and its mirror averaged.
 
     The mirror's probability is averaged, not its logit, so the result is a mean of two P(dog).
     """
@@ -83,4 +83,6 @@ def measure(
     confusion = torch.zeros(2, 2, dtype=torch.long)
     confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
     accuracy = float((predicted == truth).float().mean())
-    return Measurement(loss, accuracy, len(indices), confusion.tolist(), torch.sigmoid(all_logits).numpy())
+    return Measurement(
+        loss, accuracy, len(indices), confusion.tolist(), torch.sigmoid(all_logits).numpy()
+    )

@@ -12,7 +12,9 @@ validation is split over the ranks and gathered; rank 0 alone writes files and p
 """
 
 import csv
+import itertools
 import math
+import os
 import signal
 import sys
 import time
@@ -29,7 +31,15 @@ from tqdm import tqdm
 from catdog import distributed
 from catdog.batches import Augment, Batches, channel_stats
 from catdog.checkpoint import load_checkpoint, save_checkpoint
-from catdog.config import Config, ConfigError, ScheduleConfig, config_dict, save_config, validate
+from catdog.config import (
+    Config,
+    ConfigError,
+    ScheduleConfig,
+    config_dict,
+    optimizer_parameters,
+    save_config,
+    validate,
+)
 from catdog.data import DataError, find_photos, stratified_split
 from catdog.images import DecodedImages, load_images
 from catdog.losses import LOSSES, Loss
@@ -81,12 +91,15 @@ class PreparedData:
 
 
 def prepare_data(config: Config, progress: bool = True) -> PreparedData:
-    """Find, decode (once, cached) and split the photos; normalise with the training split's stats."""
+    """Find, decode (once, cached) and split the photos; normalise with the training split."""
     data = config.data
     photos = find_photos(data.root)
     if photos.unlabelled:
         names = ", ".join(p.name for p in photos.unlabelled[:3])
-        note(f"warning: {len(photos.unlabelled)} files in {data.root} have no cat/dog label in their name and were ignored (e.g. {names})")
+        note(
+            f"warning: {len(photos.unlabelled)} files in {data.root} have no cat/dog label "
+            f"in their name and were ignored (e.g. {names})"
+        )
     images = load_images(
         photos,
         image_size=data.image_size,
@@ -100,7 +113,9 @@ def prepare_data(config: Config, progress: bool = True) -> PreparedData:
         note(f"warning: skipped {len(images.skipped)} unreadable photos (e.g. {names})")
     train_indices, val_indices = stratified_split(images.labels, data.val_fraction, config.seed)
     if len(train_indices) == 0:
-        raise DataError(f"{data.root}: no photos left for training; add photos or lower data.val_fraction")
+        raise DataError(
+            f"{data.root}: no photos left for training; add photos or lower data.val_fraction"
+        )
     mean, std = channel_stats(images.pixels, train_indices)
     return PreparedData(images, train_indices, val_indices, mean, std)
 
@@ -113,16 +128,59 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} asked for, but CUDA is not available here; use device: auto or cpu")
+            raise ConfigError(
+                f"device: {name!r} asked for, but CUDA is not available here; "
+                "use device: auto or cpu"
+            )
         index = torch.device(name).index
         if index is not None and index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {name!r} does not exist; this machine has {torch.cuda.device_count()} CUDA devices")
+            raise ConfigError(
+                f"device: {name!r} does not exist; "
+                f"this machine has {torch.cuda.device_count()} CUDA devices"
+            )
     return torch.device(name)
+
+
+def optimizer_arguments(config: Config) -> dict[str, Any]:
+    """The optimizer's keyword arguments; a seeded optimizer follows the run's seed unless told."""
+    arguments = config.optimizer.hyperparameters
+    if "seed" in optimizer_parameters(config.optimizer.name):
+        arguments.setdefault("seed", config.seed)
+    return arguments
+
+
+def check_population_fits(config: Config, device: torch.device) -> None:
+    """Refuse, before any work, a genetic population that would not fit in the device's memory."""
+    optimizer = OPTIMIZERS[config.optimizer.name]
+    if not hasattr(optimizer, "memory_bytes"):
+        return
+    channels = 1 if config.data.grayscale else 3
+    in_features = channels * config.data.image_size**2
+    widths = [in_features, *config.model.hidden, 1]
+    weights = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+    population = optimizer_arguments(config).get("population", 32)
+    needed = optimizer.memory_bytes(weights, population)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed > free:
+        raise ConfigError(
+            f"optimizer.population: {population} members of a {weights:,}-weight network need "
+            f"{needed / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {device}; "
+            "lower optimizer.population or shrink model.hidden / data.image_size"
+        )
 
 
 def build_model(config: Config, in_features: int) -> MLP:
     m = config.model
-    return MLP(in_features, m.hidden, dropout=m.dropout, batch_norm=m.batch_norm, input_dropout=m.input_dropout)
+    return MLP(
+        in_features,
+        m.hidden,
+        dropout=m.dropout,
+        batch_norm=m.batch_norm,
+        input_dropout=m.input_dropout,
+    )
 
 
 def learning_rate(schedule: ScheduleConfig, base_lr: float, progress: float, epochs: int) -> float:
@@ -157,8 +215,14 @@ def train_step(
     """
     if not getattr(optimizer, "uses_gradients", True):
         # Gradient-free (the genetic algorithm): the optimizer only ever evaluates the loss.
-        with torch.no_grad():
-            return torch.as_tensor(optimizer.step(lambda: loss_fn(model(x), y)))
+        # Eval mode, so dropout does not blur fitness and batch-norm statistics are not
+        # updated once per member evaluated.
+        model.eval()
+        try:
+            with torch.no_grad():
+                return torch.as_tensor(optimizer.step(lambda: loss_fn(model(x), y)))
+        finally:
+            model.train()
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -220,7 +284,9 @@ class Summary:
     seconds: float = 0.0
 
 
-def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedData | None = None) -> Summary:
+def train(
+    config: Config, run_dir: Path, resume: bool = False, data: PreparedData | None = None
+) -> Summary:
     """Train per `config` into `run_dir` (which holds `last.pt` when resuming).
 
     Inside a process group (torchrun) every rank calls this with the same arguments.
@@ -230,6 +296,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
     device = distributed.device() if distributed.active() else resolve_device(config.device)
     if distributed.active():
         check_distributed(config, world, device)
+    check_population_fits(config, device)
     show_progress = config.train.progress and main
     checkpoint = load_checkpoint(run_dir, prefer="last.pt") if resume else None
     if data is None:
@@ -241,7 +308,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
 
     torch.manual_seed(config.seed)
     model = build_model(config, data.in_features).to(device)
-    optimizer = build_optimizer(config.optimizer.name, model.parameters(), **config.optimizer.hyperparameters)
+    optimizer = build_optimizer(
+        config.optimizer.name, model.parameters(), **optimizer_arguments(config)
+    )
     loss_fn = LOSSES[config.loss]
     progress = Progress()
     if checkpoint is not None:
@@ -259,7 +328,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
     # checkpoints and evaluation.
     network = distributed.wrap(model) if distributed.active() else model
 
-    batch_size = len(data.train_indices) if config.train.batch_size == "full" else config.train.batch_size
+    batch_size = (
+        len(data.train_indices) if config.train.batch_size == "full" else config.train.batch_size
+    )
     a = config.data.augment
     batches = Batches(
         data.images.pixels,
@@ -320,7 +391,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
             evaluations_before = getattr(optimizer, "evaluations", None)
             lr = base_lr
             for x, y in batches.epoch(epoch, start=progress.step):
-                lr = learning_rate(config.train.schedule, base_lr, epoch + progress.step / len(batches), epochs)
+                lr = learning_rate(
+                    config.train.schedule, base_lr, epoch + progress.step / len(batches), epochs
+                )
                 for group in optimizer.param_groups:
                     if "lr" in group:
                         group["lr"] = lr
@@ -339,7 +412,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
                     raise Diverged(
                         f"loss became {batch_loss} at epoch {epoch + 1}, batch {progress.step + 1} "
                         f"with optimizer.lr={lr:g}: the steps are too large; try a smaller lr "
-                        f"(e.g. --set optimizer.lr={base_lr / 10:g}). Metrics so far are in {metrics_path}, "
+                        f"(e.g. --set optimizer.lr={base_lr / 10:g}). "
+                        f"Metrics so far are in {metrics_path}, "
                         f"the last good checkpoint is {run_dir / 'last.pt'}"
                     )
                 progress.step += 1
@@ -348,7 +422,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
                 bar.update(1)
                 postfix = {"loss": f"{progress.loss_sum / progress.loss_count:.4f}"}
                 if evaluations_before is not None:
-                    rate = (optimizer.evaluations - evaluations_before) / max(time.perf_counter() - epoch_started, 1e-9)
+                    rate = (optimizer.evaluations - evaluations_before) / max(
+                        time.perf_counter() - epoch_started, 1e-9
+                    )
                     postfix["evals/s"] = f"{rate:.0f}"
                 bar.set_postfix(postfix, refresh=False)
                 if stopping:
@@ -361,7 +437,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
                     distributed.barrier()  # no rank exits before last.pt is on disk
                     name = signal.Signals(signum).name
                     raise Interrupted(
-                        f"{name}: stopped at epoch {epoch + 1}, batch {progress.step}; resume with: "
+                        f"{name}: stopped at epoch {epoch + 1}, batch {progress.step}; "
+                        "resume with: "
                         f"catdog train --resume {run_dir}",
                         exit_code=128 + signum,
                     )
@@ -413,7 +490,13 @@ def train(config: Config, run_dir: Path, resume: bool = False, data: PreparedDat
     distributed.barrier()  # rank 0 has written everything before any rank returns
     total = progress.elapsed + (time.perf_counter() - started)
     final = read_metrics(metrics_path)[-1] if metrics_path.exists() else {}
-    return Summary(run_dir, progress.epoch, progress.best_accuracy, progress.best_epoch, final, total)
+    if metrics_path.exists():
+        from catdog.plots import plot_curves  # lazy: matplotlib takes a while to import
+
+        plot_curves(read_metrics(metrics_path), run_dir / "curves.png", title=run_dir.name)
+    return Summary(
+        run_dir, progress.epoch, progress.best_accuracy, progress.best_epoch, final, total
+    )
 
 
 # --- data parallel ----------------------------------------------------------------------------
@@ -546,7 +629,7 @@ def _append_metrics_row(path: Path, row: dict[str, float]) -> None:
 
 
 def _keep_metrics_rows(path: Path, epochs: int) -> None:
-    """On resume, drop rows of epochs the checkpoint had not completed (a kill between the two writes)."""
+    """On resume, drop rows of epochs the checkpoint had not completed (killed between writes)."""
     if not path.exists():
         return
     rows = [r for r in read_metrics(path) if r["epoch"] <= epochs]

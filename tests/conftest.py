@@ -12,7 +12,9 @@ REAL_PHOTOS = REPO.parent / "shared" / "data" / "dogs-vs-cats" / "train"
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Keep every test's decoded-photo cache out of the user's ~/.cache."""
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("CATDOG_CACHE_DIR", str(cache))
@@ -31,11 +33,18 @@ def demo_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def real_photos() -> Path:
     if not REAL_PHOTOS.is_dir():
-        pytest.skip(f"real photos not found at {REAL_PHOTOS} (the shared data folder beside the checkout)")
+        pytest.skip(
+            f"real photos not found at {REAL_PHOTOS} (the shared data folder beside the checkout)"
+        )
     return REAL_PHOTOS
 
 
-def catdog(*args: str | Path, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def catdog(
+    *args: str | Path,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "catdog", *map(str, args)],

@@ -1,4 +1,4 @@
-"""The real CLI in subprocesses: train → evaluate → predict, and one-line errors with exit code 2."""
+"""The real CLI in subprocesses: train, evaluate, predict; one-line errors with exit code 2."""
 
 import json
 from pathlib import Path
@@ -7,13 +7,35 @@ import pytest
 
 from tests.conftest import REPO, catdog
 
-FAST = ["--set", "data.image_size=16", "--set", "model.hidden=[32]", "--set", "train.epochs=2", "--set", "train.progress=false", "--set", "data.workers=0"]
+FAST = [
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "model.hidden=[32]",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "data.workers=0",
+]
 
 
 @pytest.fixture(scope="module")
 def trained_run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    result = catdog("train", "--config", REPO / "configs" / "demo.yaml", "--set", f"data.root={demo_photos}", "--set", f"output.dir={runs}", "--set", "output.name=cli", *FAST)
+    result = catdog(
+        "train",
+        "--config",
+        REPO / "configs" / "demo.yaml",
+        "--set",
+        f"data.root={demo_photos}",
+        "--set",
+        f"output.dir={runs}",
+        "--set",
+        "output.name=cli",
+        *FAST,
+    )
     assert result.returncode == 0, result.stderr
     assert "epoch   2/2" in result.stdout
     assert f"run: {runs / 'cli'}" in result.stdout
@@ -29,7 +51,9 @@ def test_evaluate_json_is_one_object(trained_run: Path) -> None:
     assert sum(map(sum, report["confusion"])) == report["count"]
 
 
-def test_evaluate_on_another_folder_uses_all_of_it(trained_run: Path, demo_photos: Path, tmp_path: Path) -> None:
+def test_evaluate_on_another_folder_uses_all_of_it(
+    trained_run: Path, demo_photos: Path, tmp_path: Path
+) -> None:
     for name in ("cat", "dog"):
         (tmp_path / name.upper()).mkdir()
         for photo in sorted(demo_photos.glob(f"{name}.*.jpg"))[:5]:
@@ -78,7 +102,9 @@ def test_python_dash_m_and_help() -> None:
         (["train", "--resume", "/nonexistent/run"], ["/nonexistent/run"]),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args: list[str], words: list[str], tmp_path: Path) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], words: list[str], tmp_path: Path
+) -> None:
     result = catdog(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

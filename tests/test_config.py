@@ -32,7 +32,9 @@ def test_a_file_names_only_what_it_changes(tmp_path: Path) -> None:
 
 def test_scientific_notation_is_a_number(tmp_path: Path) -> None:
     # Plain YAML 1.1 would read 1e-3 as the string "1e-3".
-    assert load_config(write(tmp_path, "optimizer:\n  lr: 1e-3\n")).optimizer.lr == pytest.approx(1e-3)
+    assert load_config(write(tmp_path, "optimizer:\n  lr: 1e-3\n")).optimizer.lr == pytest.approx(
+        1e-3
+    )
 
 
 def test_overrides_are_yaml_typed_and_repeat(tmp_path: Path) -> None:
@@ -47,7 +49,9 @@ def test_overrides_are_yaml_typed_and_repeat(tmp_path: Path) -> None:
 
 
 def test_optimizer_hyperparameters_pass_through(tmp_path: Path) -> None:
-    config = load_config(None, ["optimizer.name=momentum", "optimizer.beta=0.8", "optimizer.formulation=classic"])
+    config = load_config(
+        None, ["optimizer.name=momentum", "optimizer.beta=0.8", "optimizer.formulation=classic"]
+    )
     assert config.optimizer.hyperparameters == {"beta": 0.8, "formulation": "classic", "lr": 0.01}
 
 
@@ -72,9 +76,17 @@ ERRORS = [
     ("model:\n  hidden: [64, -1]\n", [], ["model.hidden", "positive"]),
     ("loss: hinge\n", [], ["loss", "'mse' or 'bce'"]),
     ("device: gpu\n", [], ["device", "auto, cpu, cuda"]),
-    ("optimizer:\n  name: adamw\n", [], ["optimizer.name", "unknown optimizer 'adamw'", "did you mean 'adam'"]),
+    (
+        "optimizer:\n  name: adamw\n",
+        [],
+        ["optimizer.name", "unknown optimizer 'adamw'", "did you mean 'adam'"],
+    ),
     ("optimizer:\n  lr: -1\n", [], ["optimizer.lr", "greater than 0"]),
-    ("optimizer:\n  name: sgd\n  beta: 0.9\n", [], ["optimizer.beta", "not taken by optimizer 'sgd'"]),
+    (
+        "optimizer:\n  name: sgd\n  beta: 0.9\n",
+        [],
+        ["optimizer.beta", "not taken by optimizer 'sgd'"],
+    ),
     ("optimizer:\n  name: momentum\n  beta: 1.5\n", [], ["optimizer", "1.5"]),
     ("optimizer:\n  name: momentum\n  formulation: ng\n", [], ["optimizer", "ng"]),
     ("seed: 1\ntrain: {epochs: 2\n", [], ["line 3, column 1", "invalid YAML"]),
@@ -87,7 +99,9 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(("text", "overrides", "words"), ERRORS)
-def test_errors_are_one_line_naming_the_key(tmp_path: Path, text: str, overrides: list[str], words: list[str]) -> None:
+def test_errors_are_one_line_naming_the_key(
+    tmp_path: Path, text: str, overrides: list[str], words: list[str]
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), overrides)
     message = str(caught.value)

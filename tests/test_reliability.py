@@ -1,4 +1,4 @@
-"""What catdog guarantees: interruption and resume, atomic checkpoints, divergence, untrusted files."""
+"""What catdog guarantees: interruption and resume, atomic checkpoints, divergence, trust."""
 
 import os
 import random
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catdog.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from catdog.checkpoint import CheckpointError, load_checkpoint
 from catdog.train import Diverged, read_metrics, train
 from tests.conftest import catdog
 from tests.test_train import small_config, without_time
@@ -19,7 +19,8 @@ from tests.test_train import small_config, without_time
 SLOW_RUN = [
     "--set", "data.image_size=16", "--set", "model.hidden=[64]", "--set", "train.epochs=30",
     "--set", "train.batch_size=4", "--set", "train.progress=false", "--set", "data.workers=0",
-    "--set", "optimizer.name=nesterov", "--set", "model.dropout=0.2", "--set", "data.augment.hflip=true",
+    "--set", "optimizer.name=nesterov", "--set", "model.dropout=0.2",
+    "--set", "data.augment.hflip=true",
 ]  # fmt: skip
 
 
@@ -32,7 +33,9 @@ def wait_for(condition, timeout: float = 120.0) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupted_and_resumed_equals_uninterrupted(demo_photos: Path, tmp_path: Path, signum: int, code: int) -> None:
+def test_interrupted_and_resumed_equals_uninterrupted(
+    demo_photos: Path, tmp_path: Path, signum: int, code: int
+) -> None:
     common = ["--set", f"data.root={demo_photos}", "--set", f"output.dir={tmp_path}", *SLOW_RUN]
     whole = catdog("train", *common, "--set", "output.name=whole")
     assert whole.returncode == 0, whole.stderr
@@ -56,7 +59,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(demo_photos: Path, tmp_pat
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert without_time(read_metrics(tmp_path / "cut" / "metrics.csv")) == without_time(read_metrics(tmp_path / "whole" / "metrics.csv"))
+    assert without_time(read_metrics(tmp_path / "cut" / "metrics.csv")) == without_time(
+        read_metrics(tmp_path / "whole" / "metrics.csv")
+    )
 
 
 SAVER = """
@@ -64,7 +69,10 @@ import sys, torch
 from pathlib import Path
 from catdog.checkpoint import save_checkpoint
 path = Path(sys.argv[1])
-payloads = [{"model": {"w": torch.full((256, 1024), float(v))}, "config": {}, "normalization": {}} for v in (1, 2)]
+payloads = [
+    {"model": {"w": torch.full((256, 1024), float(v))}, "config": {}, "normalization": {}}
+    for v in (1, 2)
+]
 print("ready", flush=True)
 i = 0
 while True:
@@ -77,7 +85,9 @@ def test_sigkill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path: Path) 
     path = tmp_path / "last.pt"
     rng = random.Random(0)
     for _ in range(15):
-        process = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE, text=True
+        )
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.4))
         process.kill()
@@ -87,14 +97,20 @@ def test_sigkill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path: Path) 
             assert value.unique().tolist() in ([1.0], [2.0])
 
 
-def test_divergence_keeps_metrics_and_the_last_good_checkpoint(demo_photos: Path, tmp_path: Path) -> None:
+def test_divergence_keeps_metrics_and_the_last_good_checkpoint(
+    demo_photos: Path, tmp_path: Path
+) -> None:
     config = small_config(demo_photos, tmp_path, "train.epochs=1", "output.name=d", "loss=bce")
     from catdog.experiment import run
 
     summary = run(config, "d")
     good = torch.load(summary.run_dir / "last.pt", weights_only=True)
-    exploding = config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"lr": 1e30})})
-    exploding = exploding.model_copy(update={"train": config.train.model_copy(update={"epochs": 3})})
+    exploding = config.model_copy(
+        update={"optimizer": config.optimizer.model_copy(update={"lr": 1e30})}
+    )
+    exploding = exploding.model_copy(
+        update={"train": config.train.model_copy(update={"epochs": 3})}
+    )
     with pytest.raises(Diverged, match=r"loss became (nan|inf).*smaller lr"):
         train(exploding, summary.run_dir, resume=True)
     after = torch.load(summary.run_dir / "last.pt", weights_only=True)
@@ -122,7 +138,15 @@ class _Exploit:
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.pt"
-    torch.save({"format": "catdog-checkpoint-v1", "model": _Exploit(marker), "config": {}, "normalization": {}}, crafted)
+    torch.save(
+        {
+            "format": "catdog-checkpoint-v1",
+            "model": _Exploit(marker),
+            "config": {},
+            "normalization": {},
+        },
+        crafted,
+    )
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(crafted)
     result = catdog("evaluate", crafted)

@@ -1,4 +1,4 @@
-"""The training loop on generated photos: learning, reproducibility, checkpoints, resume, divergence."""
+"""The training loop on generated photos: learning, reproducibility, checkpoints, resume."""
 
 from pathlib import Path
 
@@ -49,13 +49,26 @@ def test_same_seed_same_metrics(demo_photos: Path, tmp_path: Path) -> None:
     first = read_metrics(run(config, "a").run_dir / "metrics.csv")
     second = read_metrics(run(config, "b").run_dir / "metrics.csv")
     assert without_time(first) == without_time(second)
-    other = read_metrics(run(small_config(demo_photos, tmp_path, "seed=1"), "c").run_dir / "metrics.csv")
+    other = read_metrics(
+        run(small_config(demo_photos, tmp_path, "seed=1"), "c").run_dir / "metrics.csv"
+    )
     assert without_time(other) != without_time(first)
 
 
 @pytest.mark.parametrize("batch_size", ["full", "1"])
-def test_full_batch_and_single_example_batches(demo_photos: Path, tmp_path: Path, batch_size: str) -> None:
-    summary = run(small_config(demo_photos, tmp_path, f"train.batch_size={batch_size}", "train.epochs=1", "optimizer.lr=0.01"), "b")
+def test_full_batch_and_single_example_batches(
+    demo_photos: Path, tmp_path: Path, batch_size: str
+) -> None:
+    summary = run(
+        small_config(
+            demo_photos,
+            tmp_path,
+            f"train.batch_size={batch_size}",
+            "train.epochs=1",
+            "optimizer.lr=0.01",
+        ),
+        "b",
+    )
     assert summary.epochs == 1
 
 
@@ -68,17 +81,25 @@ def test_checkpoints_load_without_pickled_code(demo_photos: Path, tmp_path: Path
 
 
 def test_resume_extends_a_run_identically(demo_photos: Path, tmp_path: Path) -> None:
-    config = small_config(demo_photos, tmp_path, "optimizer.name=momentum", "model.dropout=0.1", "train.epochs=4")
+    config = small_config(
+        demo_photos, tmp_path, "optimizer.name=momentum", "model.dropout=0.1", "train.epochs=4"
+    )
     whole = run(config, "whole")
-    short = run(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}), "part")
+    short = run(
+        config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}), "part"
+    )
     train(config, short.run_dir, resume=True)
-    assert without_time(read_metrics(short.run_dir / "metrics.csv")) == without_time(read_metrics(whole.run_dir / "metrics.csv"))
+    assert without_time(read_metrics(short.run_dir / "metrics.csv")) == without_time(
+        read_metrics(whole.run_dir / "metrics.csv")
+    )
     a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
     b = torch.load(short.run_dir / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(demo_photos: Path, tmp_path: Path) -> None:
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(
+    demo_photos: Path, tmp_path: Path
+) -> None:
     config = small_config(demo_photos, tmp_path, "loss=bce", "optimizer.lr=1e30", "train.epochs=3")
     run_dir = new_run_dir(config, "d")
     with pytest.raises(Diverged, match="smaller lr"):

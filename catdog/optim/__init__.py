@@ -3,7 +3,8 @@
 The training loop builds an optimizer with `build_optimizer(name, params, **hyperparameters)`.
 A class may set two class attributes the loop reads:
 - `needs_closure = True`: `step(closure)` must be given a closure that zeroes the gradients,
-  runs forward and backward, and returns the loss (Nesterov's literal look-ahead).
+  runs forward and backward, and returns the loss (Nesterov's literal look-ahead). Read it on
+  the instance: `Nesterov` makes it a property, True only with `lookahead=True`.
 - `uses_gradients = False`: the closure returns the loss without backward and is run under
   `torch.no_grad()` (the genetic algorithm).
 """
@@ -15,6 +16,7 @@ import torch
 
 from catdog.optim.adam import Adam
 from catdog.optim.ewa import ewa
+from catdog.optim.genetic import Genetic
 from catdog.optim.momentum import Momentum
 from catdog.optim.nesterov import Nesterov
 from catdog.optim.rmsprop import RMSprop
@@ -26,6 +28,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "nesterov": Nesterov,
     "rmsprop": RMSprop,
     "adam": Adam,
+    "genetic": Genetic,
 }
 
 
@@ -44,6 +47,7 @@ __all__ = [
     "OPTIMIZERS",
     "SGD",
     "Adam",
+    "Genetic",
     "Momentum",
     "Nesterov",
     "RMSprop",

@@ -113,13 +113,13 @@ def adam(
         torch._foreach_mul_(device_s, beta2)
         torch._foreach_addcmul_(device_s, device_grads, device_grads, value=1 - beta2)
         # Bias corrections are per parameter: one added to the model later has taken fewer steps.
-        root_corrections2 = [math.sqrt(1 - beta2**t) for t in device_steps]
+        second_correction_roots = [math.sqrt(1 - beta2**t) for t in device_steps]
         step_sizes = [
             -lr * root / (1 - beta1**t)
-            for root, t in zip(root_corrections2, device_steps, strict=True)
+            for root, t in zip(second_correction_roots, device_steps, strict=True)
         ]
         denominators = torch._foreach_sqrt(device_s)
-        torch._foreach_add_(denominators, [eps * root for root in root_corrections2])
+        torch._foreach_add_(denominators, [eps * root for root in second_correction_roots])
         torch._foreach_addcdiv_(device_params, device_m, denominators, step_sizes)
 
 

@@ -90,21 +90,19 @@ class Nesterov(torch.optim.Optimizer):
         moved: list[tuple[list[Tensor], list[Tensor]]] = []
         for group in self.param_groups:
             params = [p for p in group["params"] if "velocity" in self.state.get(p, {})]
-            originals = [param.clone() for param in params]
+            moved.append((params, [param.clone() for param in params]))
             if params:
                 velocities = [self.state[param]["velocity"] for param in params]
                 torch._foreach_add_(params, velocities, alpha=-group["lr"] * group["beta"])
-            moved.append((params, originals))
-
-        loss = evaluate(closure)
-
-        for group, (params_moved, originals) in zip(self.param_groups, moved, strict=True):
-            params, grads = params_with_grads(group, "Nesterov")
-            if params and group["weight_decay"] != 0:
-                # The decay term belongs to the same point as the gradient: the look-ahead one.
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            if params_moved:
-                torch._foreach_copy_(params_moved, originals)  # exact way back, no rounding
+        try:
+            loss = evaluate(closure)
+            gradients = [_gradients_with_decay(group) for group in self.param_groups]
+        finally:
+            # Copy back rather than add lr·β·v again: exact, and done even if the closure raised.
+            for params, originals in moved:
+                if params:
+                    torch._foreach_copy_(params, originals)
+        for group, (params, grads) in zip(self.param_groups, gradients, strict=True):
             if params:
                 velocities = [self._velocity(param) for param in params]
                 heavy_ball(params, grads, velocities, lr=group["lr"], beta=group["beta"])
@@ -134,14 +132,11 @@ def nesterov(
             device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
         torch._foreach_mul_(device_velocities, beta)
         torch._foreach_add_(device_velocities, device_grads)
-        if weight_decay != 0:
-            # device_grads is already our own temporary: reuse it for g + β·v.
-            torch._foreach_add_(device_grads, device_velocities, alpha=beta)
-            update = device_grads
-        else:
-            # Never write into the caller's .grad: build g + β·v in a new buffer.
-            update = torch._foreach_add(device_grads, device_velocities, alpha=beta)
-        torch._foreach_add_(device_params, update, alpha=-lr)
+        # Two in-place passes instead of building g + β·v: no parameter-sized temporary (its
+        # allocation cost ~20% on CPU) and the caller's .grad is left as it was. Torch writes
+        # g + β·v into .grad instead; the results differ by rounding only.
+        torch._foreach_add_(device_params, device_grads, alpha=-lr)
+        torch._foreach_add_(device_params, device_velocities, alpha=-lr * beta)
 
 
 def heavy_ball(
@@ -154,6 +149,17 @@ def heavy_ball(
         torch._foreach_mul_(device_velocities, beta)
         torch._foreach_add_(device_velocities, device_grads)
         torch._foreach_add_(device_params, device_velocities, alpha=-lr)
+
+
+def _gradients_with_decay(group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+    """The group's parameters with grads, and `g + λ·w` taken where the weights are now.
+
+    Called at the look-ahead point, where the gradient was taken: the decay term belongs there too.
+    """
+    params, grads = params_with_grads(group, "Nesterov")
+    if params and group["weight_decay"] != 0:
+        grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+    return params, grads
 
 
 def _validate(hyperparameters: dict[str, Any]) -> None:

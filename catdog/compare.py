@@ -1,0 +1,204 @@
+"""Comparisons: several runs from one seed, side by side in one folder.
+
+`plan` turns config files, `--set` overrides and `--grid` options into runs: every config file
+is crossed with every combination of grid values, and every run takes the first config's seed,
+so runs of one architecture start from the same weights and all see the same data split. A run
+is labelled by what sets it apart: the keys whose values differ between the runs' resolved
+configs, e.g. "optimizer.name=momentum, optimizer.formulation=ema".
+
+`compare` trains the runs into `<parent>/<name>-<time>/<NN>-<label>/`, decoding the photos once
+per distinct data section, and writes `comparison.png`, `summary.md` and `summary.csv` (see
+`catdog.scoreboard`). A run that diverges is recorded as such and the others still run.
+"""
+
+import itertools
+import json
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catdog.config import (
+    Config,
+    ConfigError,
+    apply_override,
+    config_dict,
+    load_config,
+    parse_yaml,
+    read_config_file,
+    validate,
+)
+from catdog.experiment import fresh_folder, run
+from catdog.scoreboard import Scoreboard, score, write_scoreboard
+from catdog.train import Diverged, PreparedData, prepare_data, read_metrics
+
+IGNORED_SECTIONS = ("output",)
+"""Set by the comparison itself (each run's folder), so never what tells runs apart."""
+
+
+@dataclass
+class PlannedRun:
+    config: Config
+    label: str
+    """The differing keys and this run's values, or the config file's name if none differ."""
+    folder: str
+    """The run's folder name inside the comparison folder."""
+
+
+def parse_grid(options: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """`KEY=V1,V2,...` options → (key, values); the values are read as one YAML flow list.
+
+    So `model.hidden=[64],[128,32]` gives two lists, and `optimizer.lr=0.1,1e-2` two floats.
+    """
+    grid: list[tuple[str, list[Any]]] = []
+    for option in options:
+        key, sep, raw = option.partition("=")
+        key = key.strip()
+        example = "e.g. --grid optimizer.name=sgd,momentum"
+        if not sep or not key or not raw.strip():
+            raise ConfigError(f"--grid {option!r}: expected KEY=V1,V2,..., {example}")
+        if key in (k for k, _ in grid):
+            raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid")
+        values = parse_yaml(f"[{raw}]", f"--grid {key}")
+        grid.append((key, values))
+    return grid
+
+
+def plan(
+    config_paths: Sequence[Path], overrides: Sequence[str] = (), grid: Sequence[str] = ()
+) -> list[PlannedRun]:
+    """The runs of a comparison, in order: config files outer, grid combinations inner."""
+    if not config_paths:
+        raise ConfigError("compare: give at least one config file")
+    axes = parse_grid(grid)
+    seed = load_config(config_paths[0], overrides).seed
+    configs: list[Config] = []
+    sources: list[str] = []
+    for path in config_paths:
+        for values in itertools.product(*(values for _, values in axes)):
+            data = read_config_file(path)
+            for assignment in overrides:
+                apply_override(data, assignment)
+            data["seed"] = seed
+            # JSON is YAML, so each value goes through the same parser as --set.
+            chosen = list(zip((key for key, _ in axes), values, strict=True))
+            for key, value in chosen:
+                apply_override(data, f"{key}={json.dumps(value)}")
+            described = ", ".join(f"{key}={_show(value)}" for key, value in chosen)
+            where = f"{path} with --grid {described}" if chosen else str(path)
+            configs.append(validate(data, source=where))
+            sources.append(path.stem)
+    flat = [flatten(config_dict(config)) for config in configs]
+    keys = differing_keys(flat)
+    runs: list[PlannedRun] = []
+    for index, (config, values, stem) in enumerate(
+        zip(configs, flat, sources, strict=True), start=1
+    ):
+        shown = {key: values[key] for key in keys if key in values}
+        label = ", ".join(f"{key}={_show(value)}" for key, value in shown.items()) or stem
+        if label in (earlier.label for earlier in runs):
+            label = f"{label} (run {index})"  # identical configs: keep the legend unambiguous
+        name = "-".join(_show(value) for value in shown.values()) or stem
+        runs.append(PlannedRun(config, label, f"{index:02d}-{_slug(name)}"))
+    return runs
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections → dotted keys: {"optimizer": {"lr": 0.1}} → {"optimizer.lr": 0.1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differing_keys(flat_configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Keys whose value is not the same in every config (missing counts as a value), in order."""
+    keys: dict[str, None] = {}
+    for flat in flat_configs:
+        keys.update(dict.fromkeys(flat))
+    # JSON text tells 1 from 1.0 and true; None stands for a missing key.
+    return [
+        key
+        for key in keys
+        if key.split(".")[0] not in IGNORED_SECTIONS
+        and len({json.dumps(flat[key]) if key in flat else None for flat in flat_configs}) > 1
+    ]
+
+
+@dataclass
+class Comparison:
+    folder: Path
+    scoreboard: Scoreboard
+
+
+def compare(
+    runs: Sequence[PlannedRun],
+    parent: Path = Path("comparisons"),
+    name: str = "comparison",
+    target_loss: float | None = None,
+) -> Comparison:
+    """Train every planned run into one new folder, then draw and tabulate them together."""
+    from catdog.plots import Curve, plot_comparison
+
+    folder = fresh_folder(parent, name, "--out-dir")
+    prepared: dict[str, PreparedData] = {}
+    results: list[tuple[PlannedRun, Path, str | None]] = []
+    for index, planned in enumerate(runs, start=1):
+        print(f"\n[{index}/{len(runs)}] {planned.label}", flush=True)
+        config = planned.config.model_copy(
+            update={
+                "output": planned.config.output.model_copy(
+                    update={"dir": str(folder), "name": planned.folder}
+                )
+            }
+        )
+        data = _shared_data(config, prepared)
+        diverged = None
+        try:
+            run(config, planned.label, data=data)
+        except Diverged as error:
+            diverged = str(error)
+            print(f"diverged: {diverged}", file=sys.stderr, flush=True)
+        results.append((planned, folder / planned.folder, diverged))
+
+    scored = [
+        (planned.label, run_dir, _metrics(run_dir), diverged)
+        for planned, run_dir, diverged in results
+    ]
+    scoreboard = score(scored, target_loss)
+    plot_comparison(
+        [Curve(label, rows) for label, _, rows, _ in scored],
+        folder / "comparison.png",
+        title=folder.name,
+        target_loss=scoreboard.target_loss,
+    )
+    write_scoreboard(scoreboard, folder)
+    return Comparison(folder, scoreboard)
+
+
+def _shared_data(config: Config, prepared: dict[str, PreparedData]) -> PreparedData:
+    """Decode and split once per distinct data section and seed (augmentation acts later)."""
+    section = config.data.model_dump(mode="json", exclude={"augment"})
+    key = json.dumps([section, config.seed], sort_keys=True)
+    if key not in prepared:
+        prepared[key] = prepare_data(config, progress=config.train.progress)
+    return prepared[key]
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float]]:
+    path = run_dir / "metrics.csv"
+    return read_metrics(path) if path.exists() else []
+
+
+def _show(value: Any) -> str:
+    """A value as one would type it after --set: strings bare, the rest as JSON (true, [64, 32])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text).strip("_")[:60] or "run"
