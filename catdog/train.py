@@ -490,7 +490,7 @@ def train(
     distributed.barrier()  # rank 0 has written everything before any rank returns
     total = progress.elapsed + (time.perf_counter() - started)
     final = read_metrics(metrics_path)[-1] if metrics_path.exists() else {}
-    if metrics_path.exists():
+    if main and metrics_path.exists():  # under DDP one writer: rank 0
         from catdog.plots import plot_curves  # lazy: matplotlib takes a while to import
 
         plot_curves(read_metrics(metrics_path), run_dir / "curves.png", title=run_dir.name)
