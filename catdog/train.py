@@ -490,7 +490,7 @@ def train(
     distributed.barrier()  # rank 0 has written everything before any rank returns
     total = progress.elapsed + (time.perf_counter() - started)
     final = read_metrics(metrics_path)[-1] if metrics_path.exists() else {}
-    if main and metrics_path.exists():
+    if main and metrics_path.exists():  # under DDP one writer: rank 0
         from catdog.plots import plot_curves  # lazy: matplotlib takes a while to import
 
         plot_curves(read_metrics(metrics_path), run_dir / "curves.png", title=run_dir.name)
@@ -527,7 +527,7 @@ def measure_split(
 ) -> Measurement:
     """The validation measurement; under DDP each rank measures every world-th photo, then all
     ranks gather the parts and merge them, so every rank gets the whole split's numbers."""
-    if not distributed.active():
+    if distributed.world_size() == 1:
         return _measure(model, data, data.val_indices, loss_fn, device, config)
     mine = np.sort(data.val_indices)[distributed.rank() :: distributed.world_size()]
     part = _measure(model, data, mine, loss_fn, device, config)

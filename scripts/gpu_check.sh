@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The optimizer checks that need a GPU, in one go: the proof tests on CUDA, then the step
-# benchmark on CUDA. Run from anywhere on a CUDA machine with torch installed:
+# The checks that need a GPU, in one go: the optimizer proof tests on CUDA, the step benchmark
+# on CUDA, then a one-GPU DDP run (torchrun, NCCL) against plain training. Run from anywhere on
+# a CUDA machine with torch installed:
 #     bash scripts/gpu_check.sh
 # PYTHON picks the interpreter (default: python); GPU_CHECK_COMPILE=1 adds the benchmark's
 # --compile column (torch.compile of our step; compiling takes minutes).
@@ -50,5 +51,8 @@ if [[ "${GPU_CHECK_COMPILE:-0}" == 1 ]]; then
     bench_args+=(--compile)
 fi
 "$PYTHON" scripts/bench_optim.py "${bench_args[@]}"
+
+section "one-GPU DDP run (scripts/gpu_check_ddp.sh)"
+PYTHON="$PYTHON" bash scripts/gpu_check_ddp.sh
 
 section "gpu_check: all done"
