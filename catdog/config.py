@@ -314,7 +314,8 @@ def _describe(error: ValidationError) -> str:
     elif "input" in first and not isinstance(first["input"], dict):
         message = f"{message}, got {first['input']!r}"
     # A `Literal | int` field reports one error per branch; the first says enough.
-    return f"{key or 'config'}: {message}"
+    # A whole-config check (the optimizer's hyperparameters) names its own key.
+    return f"{key}: {message}" if key else message
 
 
 def _section_model(location: list[str]) -> type[BaseModel] | None:

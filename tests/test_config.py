@@ -118,3 +118,9 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
 def test_validate_names_its_source() -> None:
     with pytest.raises(ConfigError, match=r"^runs/x/last\.pt: seed"):
         validate({"seed": "x"}, source="runs/x/last.pt")
+
+
+def test_a_whole_config_check_names_the_key_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["optimizer.name=genetic", "optimizer.lr=0.1"])
+    assert str(caught.value).startswith("config: optimizer.lr: not taken by optimizer 'genetic'")
