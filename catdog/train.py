@@ -168,6 +168,7 @@ def build_model(config: Config, in_features: int) -> MLP:
         dropout=m.dropout,
         batch_norm=m.batch_norm,
         input_dropout=m.input_dropout,
+        members=m.ensemble,
     )
 
 
@@ -267,6 +268,8 @@ def train(
     config: Config, run_dir: Path, resume: bool = False, data: PreparedData | None = None
 ) -> Summary:
     """Train per `config` into `run_dir` (which holds `last.pt` when resuming)."""
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     device = resolve_device(config.device)
     check_population_fits(config, device)
     show_progress = config.train.progress
@@ -282,6 +285,13 @@ def train(
         config.optimizer.name, model.parameters(), **optimizer_arguments(config)
     )
     loss_fn = LOSSES[config.loss]
+    members = config.model.ensemble
+
+    def objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # The loss is the members' mean; their sum gives each member exactly the gradient
+        # it would get training alone, so lr means the same for any ensemble size.
+        return loss_fn(logits, labels) * members
+
     progress = Progress()
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -359,7 +369,7 @@ def train(
                         group["lr"] = lr
                 if smoothing:
                     y = y * (1 - smoothing) + smoothing / 2
-                loss = float(train_step(model, optimizer, loss_fn, x, y))
+                loss = float(train_step(model, optimizer, objective, x, y)) / members
                 if not math.isfinite(loss):
                     raise Diverged(
                         f"loss became {loss} at epoch {epoch + 1}, batch {progress.step + 1} "
