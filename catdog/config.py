@@ -64,6 +64,9 @@ class ModelConfig(Section):
     """Dropout on the input pixels."""
     batch_norm: bool = False
     """Batch normalisation after each hidden linear layer."""
+    ensemble: int = Field(1, ge=1)
+    """Independent networks (own init) trained side by side on the same batches; the
+    prediction is their mean P(dog). 1: a single network."""
 
     @field_validator("hidden")
     @classmethod
@@ -127,6 +130,9 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     progress: bool = True
     """Show a progress bar per epoch."""
+    threads: int | None = Field(None, ge=1)
+    """CPU threads for torch (`torch.set_num_threads`); null: torch's default. On a busy
+    shared machine 1 thread can be several times faster than all cores."""
 
     @field_validator("batch_size")
     @classmethod

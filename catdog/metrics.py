@@ -38,17 +38,27 @@ def predict_pixels(
     device: torch.device,
     tta: bool = False,
 ) -> torch.Tensor:
-    """Logits for uint8 photos (B, C, S, S); with `tta`, each photo and its mirror averaged.
+    """Logits (B,) for uint8 photos (B, C, S, S); with `tta`, each photo and its mirror averaged.
 
-    The mirror's probability is averaged, not its logit, so the result is a mean of two P(dog).
+    Probabilities are averaged, not logits: an ensemble's (B, N) logits become
+    logit((1/N) Σ_k σ(z_k)), and with `tta` the mirror's P(dog) joins that mean.
+    A single network without `tta` returns its own logits unchanged.
     """
     batch = torch.as_tensor(pixels)
     logits = model(to_inputs(batch, mean, std, device))
-    if not tta:
+    if not tta and logits.ndim == 1:
         return logits
-    mirrored = model(to_inputs(batch.flip(-1), mean, std, device))
-    probability = (torch.sigmoid(logits) + torch.sigmoid(mirrored)) / 2
+    probability = _mean_probability(logits)
+    if tta:
+        mirrored = model(to_inputs(batch.flip(-1), mean, std, device))
+        probability = (probability + _mean_probability(mirrored)) / 2
     return torch.logit(probability, eps=1e-7)
+
+
+def _mean_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(dog) per photo: σ(z) for (B,) logits, the members' mean σ(z_k) for (B, N)."""
+    probability = torch.sigmoid(logits)
+    return probability if logits.ndim == 1 else probability.mean(dim=1)
 
 
 @torch.no_grad()

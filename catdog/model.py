@@ -1,5 +1,6 @@
-"""The article's network: fully connected layers on the flattened photo."""
+"""The article's network: fully connected layers on the flattened photo, alone or as an ensemble."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -7,11 +8,17 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """`in_features → hidden… → 1`, ReLU between layers.
+    """`in_features → hidden… → 1`, ReLU between layers; `members` such networks side by side.
 
     `forward` returns the logit z of the last neuron; the article's sigmoid output,
-    read as P(dog), is `torch.sigmoid(z)` (`probability`). Keeping the logit lets the
-    BCE loss use the numerically stable log-sigmoid form.
+    read as P(dog), is `torch.sigmoid(z)`. Keeping the logit lets the BCE loss use the
+    numerically stable log-sigmoid form.
+
+    members = 1 is one network of `nn.Linear` layers; `forward` gives z of shape (B,).
+    members = N > 1 is N independent networks (own init, own dropout masks) evaluated in one
+    batched matrix product per layer, h_k ← b_k + h_k W_k for k = 1…N (`torch.baddbmm`);
+    `forward` gives (B, N), column k being member k's logit. `probability` averages the
+    members' P(dog): p = (1/N) Σ_k σ(z_k).
     """
 
     def __init__(
@@ -21,27 +28,80 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         batch_norm: bool = False,
         input_dropout: float = 0.0,
+        members: int = 1,
     ) -> None:
         super().__init__()
+        if members < 1:
+            raise ValueError(f"members={members}: an ensemble needs at least 1 network")
         layers: list[nn.Module] = []
         if input_dropout > 0:
             layers.append(nn.Dropout(input_dropout))
         width = in_features
         for size in hidden:
-            layers.append(nn.Linear(width, size))
+            layers.append(_linear(width, size, members))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(size))
+                layers.append(
+                    nn.BatchNorm1d(size) if members == 1 else MemberBatchNorm(members, size)
+                )
             layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
-        layers.append(nn.Linear(width, 1))
+        layers.append(_linear(width, 1, members))
         self.layers = nn.Sequential(*layers)
         self.in_features = in_features
+        self.members = members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x.flatten(1)).squeeze(-1)
+        x = x.flatten(1)
+        if self.members == 1:
+            return self.layers(x).squeeze(-1)
+        # (N, B, in): every member reads the same photos; expand copies nothing.
+        z = self.layers(x.expand(self.members, *x.shape))
+        return z.squeeze(-1).T
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
-        """P(dog) for each row of `x`."""
-        return torch.sigmoid(self(x))
+        """P(dog) for each row of `x`: the members' mean when there are several."""
+        p = torch.sigmoid(self(x))
+        return p if self.members == 1 else p.mean(dim=1)
+
+
+class MemberLinear(nn.Module):
+    """N independent affine maps, (N, B, in) → (N, B, out): y_k = b_k + x_k W_k.
+
+    Each member is initialised as `nn.Linear(in, out)` is: W and b uniform in ±1/√in.
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class MemberBatchNorm(nn.Module):
+    """Batch normalisation with statistics per member and feature, on (N, B, F).
+
+    Laid out as (B, N·F) for one `nn.BatchNorm1d(N·F)`: each member normalises over its own
+    activations only, as N separate `BatchNorm1d(F)` would.
+    """
+
+    def __init__(self, members: int, features: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(members * features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members, batch, features = x.shape
+        flat = self.norm(x.permute(1, 0, 2).reshape(batch, members * features))
+        return flat.reshape(batch, members, features).permute(1, 0, 2)
+
+
+def _linear(in_features: int, out_features: int, members: int) -> nn.Module:
+    if members == 1:
+        return nn.Linear(in_features, out_features)
+    return MemberLinear(members, in_features, out_features)

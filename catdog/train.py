@@ -157,7 +157,7 @@ def check_population_fits(config: Config, device: torch.device) -> None:
     channels = 1 if config.data.grayscale else 3
     in_features = channels * config.data.image_size**2
     widths = [in_features, *config.model.hidden, 1]
-    weights = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+    weights = config.model.ensemble * sum((a + 1) * b for a, b in itertools.pairwise(widths))
     population = optimizer_arguments(config).get("population", 32)
     needed = optimizer.memory_bytes(weights, population)
     if device.type == "cuda":
@@ -180,6 +180,7 @@ def build_model(config: Config, in_features: int) -> MLP:
         dropout=m.dropout,
         batch_norm=m.batch_norm,
         input_dropout=m.input_dropout,
+        members=m.ensemble,
     )
 
 
@@ -291,6 +292,8 @@ def train(
 
     Inside a process group (torchrun) every rank calls this with the same arguments.
     """
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     rank, world = distributed.rank(), distributed.world_size()
     main = rank == 0
     device = distributed.device() if distributed.active() else resolve_device(config.device)
@@ -312,6 +315,13 @@ def train(
         config.optimizer.name, model.parameters(), **optimizer_arguments(config)
     )
     loss_fn = LOSSES[config.loss]
+    members = config.model.ensemble
+
+    def objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # The loss is the members' mean; their sum gives each member exactly the gradient
+        # it would get training alone, so lr means the same for any ensemble size.
+        return loss_fn(logits, labels) * members
+
     progress = Progress()
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -401,7 +411,7 @@ def train(
                     y = y * (1 - smoothing) + smoothing / 2
                 rows = min(batch_size, len(data.train_indices) - progress.step * batch_size)
                 weight = len(y) * world / rows  # 1 in one process; see train_step
-                loss = float(train_step(network, optimizer, loss_fn, x, y, weight))
+                loss = float(train_step(network, optimizer, objective, x, y, weight)) / members
                 # One all-reduce per step (none in one process): the global batch's loss, and
                 # whether any rank was asked to stop, so that all ranks stop at the same step.
                 loss_sum, count, stopping = distributed.sum_across(

@@ -1,0 +1,129 @@
+"""Ensembles and thread count through training, checkpoints, evaluate and predict."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from catdog.batches import Augment, Batches
+from catdog.config import ConfigError, load_config
+from catdog.experiment import run
+from catdog.losses import LOSSES
+from catdog.model import MLP, MemberLinear
+from catdog.optim import build_optimizer
+from catdog.train import build_model, prepare_data, read_metrics, train, train_step
+from tests.conftest import catdog
+from tests.test_train import small_config, without_time
+
+
+def test_each_member_trains_exactly_as_it_would_alone(demo_photos: Path, tmp_path: Path) -> None:
+    """Plain SGD, whose step scales with the gradient: member k of a trained ensemble must
+    equal a single network started from member k's initial weights and fed the same batches."""
+    config = small_config(
+        demo_photos, tmp_path, "model.ensemble=3", "optimizer.name=sgd", "loss=bce",
+        "train.epochs=2", "data.augment.hflip=true",
+    )  # fmt: skip
+    summary = run(config, "ens")
+    trained = torch.load(summary.run_dir / "last.pt", weights_only=True)["model"]
+
+    data = prepare_data(config, progress=False)
+    torch.manual_seed(config.seed)  # as `train` does before building the model
+    initial = build_model(config, data.in_features)
+    batches = Batches(
+        data.images.pixels, data.images.labels, data.train_indices, config.train.batch_size,
+        data.mean, data.std, seed=config.seed, augment=Augment(hflip=True),
+    )  # fmt: skip
+    for k in range(3):
+        alone = _member(initial, k)
+        optimizer = build_optimizer("sgd", alone.parameters(), lr=config.optimizer.lr)
+        for epoch in range(config.train.epochs):
+            for x, y in batches.epoch(epoch):
+                train_step(alone, optimizer, LOSSES["bce"], x, y)
+        for i, linear in enumerate(m for m in alone.layers if isinstance(m, nn.Linear)):
+            index = 2 * i  # Linear, ReLU, Linear, …
+            torch.testing.assert_close(
+                trained[f"layers.{index}.weight"][k].T, linear.weight, rtol=1e-4, atol=1e-6
+            )
+            torch.testing.assert_close(
+                trained[f"layers.{index}.bias"][k, 0], linear.bias, rtol=1e-4, atol=1e-6
+            )
+
+
+def _member(ensemble: MLP, k: int) -> MLP:
+    hidden = [m.weight.shape[-1] for m in ensemble.layers if isinstance(m, MemberLinear)][:-1]
+    single = MLP(ensemble.in_features, hidden)
+    linears = [m for m in single.layers if isinstance(m, nn.Linear)]
+    stacked = [m for m in ensemble.layers if isinstance(m, MemberLinear)]
+    with torch.no_grad():
+        for linear, layer in zip(linears, stacked, strict=True):
+            linear.weight.copy_(layer.weight[k].T)
+            linear.bias.copy_(layer.bias[k, 0])
+    return single
+
+
+def test_an_ensemble_run_resumes_identically(demo_photos: Path, tmp_path: Path) -> None:
+    config = small_config(
+        demo_photos, tmp_path, "model.ensemble=2", "optimizer.name=adam", "optimizer.lr=0.01",
+        "model.dropout=0.1", "train.epochs=3",
+    )  # fmt: skip
+    whole = run(config, "whole")
+    part = run(
+        config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}), "part"
+    )
+    train(config, part.run_dir, resume=True)
+    assert without_time(read_metrics(part.run_dir / "metrics.csv")) == without_time(
+        read_metrics(whole.run_dir / "metrics.csv")
+    )
+
+
+def test_train_threads_sets_torchs_thread_count(demo_photos: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run(small_config(demo_photos, tmp_path, "train.threads=1", "train.epochs=1"), "t")
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        run(small_config(demo_photos, tmp_path, "train.epochs=1"), "default")
+        assert torch.get_num_threads() == 2  # null leaves torch's setting alone
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key"),
+    [("model.ensemble=0", "model.ensemble"), ("train.threads=0", "train.threads")],
+)
+def test_counts_below_one_are_refused(assignment: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^config: {key}: .*greater than or equal to 1"):
+        load_config(None, [assignment])
+
+
+def test_cli_trains_evaluates_and_predicts_with_an_ensemble(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    trained = catdog(
+        "train",
+        "--set", f"data.root={demo_photos}",
+        "--set", "data.image_size=16",
+        "--set", "data.workers=0",
+        "--set", "model.hidden=[32]",
+        "--set", "model.ensemble=3",
+        "--set", "train.threads=1",
+        "--set", "train.epochs=2",
+        "--set", "train.progress=false",
+        "--set", f"output.dir={tmp_path}",
+        "--set", "output.name=ens",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    for tta in ("--no-tta", "--tta"):
+        result = catdog("evaluate", tmp_path / "ens", "--json", tta)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["count"] == 24 and 0.0 <= report["accuracy"] <= 1.0
+    photo = sorted(demo_photos.glob("*.jpg"))[0]
+    predicted = catdog("predict", tmp_path / "ens", photo)
+    assert predicted.returncode == 0, predicted.stderr
+    path, label, probability = predicted.stdout.strip().split("\t")
+    assert path == str(photo) and (float(probability) >= 0.5) == (label == "dog")
