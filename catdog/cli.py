@@ -82,7 +82,7 @@ def train(
 ) -> None:
     """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
     from catdog import distributed
-    from catdog.config import load_config
+    from catdog.config import config_dict, load_config
     from catdog.experiment import run
     from catdog.train import check_distributed, resume_config
     from catdog.train import train as train_run
@@ -90,7 +90,7 @@ def train(
     if resume is not None:
         if config is not None:
             raise ConfigError("--resume takes the config saved in the run; leave out --config")
-        base = resume_config(resume).model_dump(mode="json")
+        base = config_dict(resume_config(resume))
         for assignment in set_:
             key = assignment.partition("=")[0].strip()
             if key not in ("train.epochs", "train.progress", "device"):

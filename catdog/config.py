@@ -299,7 +299,11 @@ def save_config(config: Config, path: Path) -> None:
 
 
 def config_dict(config: Config) -> dict[str, Any]:
-    return config.model_dump(mode="json")
+    """The resolved config as plain data; reading it back gives the same `Config`."""
+    data = config.model_dump(mode="json")
+    if "lr" not in optimizer_parameters(config.optimizer.name):
+        del data["optimizer"]["lr"]  # the genetic algorithm takes none; naming one is an error
+    return data
 
 
 # --- one-line messages ------------------------------------------------------------------

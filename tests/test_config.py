@@ -124,3 +124,11 @@ def test_a_whole_config_check_names_the_key_once() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, ["optimizer.name=genetic", "optimizer.lr=0.1"])
     assert str(caught.value).startswith("config: optimizer.lr: not taken by optimizer 'genetic'")
+
+
+def test_a_genetic_config_round_trips_without_a_learning_rate(tmp_path: Path) -> None:
+    # The genetic algorithm takes no lr: the saved config must not name one, or resuming fails.
+    config = load_config(None, ["optimizer.name=genetic", "optimizer.population=8"])
+    save_config(config, tmp_path / "resolved.yaml")
+    assert "lr" not in yaml.safe_load((tmp_path / "resolved.yaml").read_text())["optimizer"]
+    assert load_config(tmp_path / "resolved.yaml") == config
