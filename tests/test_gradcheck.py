@@ -1,7 +1,5 @@
 """gradcheck: correct backprop agrees with finite differences, a wrong one is caught."""
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,15 +7,7 @@ from torch import Tensor, nn
 
 from catdog.gradcheck import LayerCheck, gradcheck, small_problem
 from catdog.model import MLP
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tensors this small gain nothing from threads, and on a busy machine lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.optim_helpers import one_thread  # noqa: F401
 
 
 def mse(logits: Tensor, targets: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ bitwise resume, skipping params without grads, param groups, mixed dtypes, per-p
 import copy
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,27 +21,7 @@ from catdog.optim import (
     RMSprop,
     build_optimizer,
 )
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-        ],
-    ),
-]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """These tensors are tiny: threads only add OpenMP waits, ruinous on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.optim_helpers import DEVICES, one_thread  # noqa: F401
 
 # Registry name and hyperparameters, covering every code path of every optimizer.
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -2,7 +2,7 @@
 and Nesterov's literal look-ahead against its closure-free reformulation."""
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -10,50 +10,7 @@ import torch.nn.functional as F
 
 from catdog.model import MLP
 from catdog.optim import Momentum, Nesterov
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-        ],
-    ),
-]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """These tensors are tiny: threads only add OpenMP waits, ruinous on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-Factory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
-
-
-def make_problem(device: str, dtype: torch.dtype) -> tuple[MLP, torch.Tensor, torch.Tensor]:
-    """A small MLP and a batch of 32 random 20-feature rows with 0/1 labels."""
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = MLP(20, (16, 8)).to(device, dtype)
-    x = torch.randn(32, 20, generator=generator).to(device, dtype)
-    y = torch.randint(0, 2, (32,), generator=generator).to(device, dtype)
-    return model, x, y
-
-
-def train(model: MLP, x: torch.Tensor, y: torch.Tensor, factory: Factory, steps: int) -> MLP:
-    """A copy of `model` after `steps` full-batch BCE steps of the optimizer `factory` builds."""
-    model = copy.deepcopy(model)
-    optimizer = factory(list(model.parameters()))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        F.binary_cross_entropy_with_logits(model(x), y).backward()
-        optimizer.step()
-    return model
+from tests.optim_helpers import DEVICES, Factory, make_problem, one_thread, train  # noqa: F401
 
 
 def assert_same_params(ours: MLP, theirs: MLP, device: str) -> None:
