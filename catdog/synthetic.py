@@ -180,10 +180,13 @@ def _camera(rng: np.random.Generator, photo: Image.Image) -> Image.Image:
     if rng.random() < 0.3:
         photo = photo.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 1.0)))
     brightness, contrast = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
-    pixels = np.asarray(photo, dtype=np.float32)
+    pixels = np.array(photo, dtype=np.float32)
     noise = rng.standard_normal((photo.height, photo.width, 1), dtype=np.float32)
-    pixels = pixels * (brightness * contrast) + brightness * (1 - contrast) * float(pixels.mean())
-    pixels += rng.uniform(2, 12) * noise  # one value per pixel for all channels, a third the cost
+    offset = brightness * (1 - contrast) * float(pixels.mean())
+    pixels *= brightness * contrast  # in place: no full-size temporaries
+    pixels += offset
+    noise *= rng.uniform(2, 12)
+    pixels += noise  # one value per pixel for all channels, a third the cost
     return Image.fromarray(pixels.clip(0, 255, out=pixels).astype(np.uint8))
 
 

@@ -119,6 +119,11 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(f"validation accuracy {final:.3f} after {args.epochs} epochs, {seconds:.1f} s training")
 
+    dogs = y[val].mean().item()
+    print(
+        f"validation is {dogs:.3f} dogs: a probe that learns nothing scores {dogs:.3f} or "
+        f"{1 - dogs:.3f}"
+    )
     mean_colour = x.mean((2, 3))
     for name, features in [("size + file size", shortcuts), ("mean colour", mean_colour)]:
         f_train, f_val = normalised(features[tr], features[val])
