@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from catdog.optim._checks import check_number
-from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim._foreach import (
+    Closure,
+    evaluate,
+    params_with_grads,
+    split_by_device_and_dtype,
+    with_weight_decay,
+)
 
 
 class Adam(torch.optim.Optimizer):
@@ -106,8 +112,7 @@ def adam(
     for device_params, device_grads, device_m, device_s, device_steps in split_by_device_and_dtype(
         params, grads, first_moments, second_moments, steps
     ):
-        if weight_decay != 0:
-            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
         # m + (1-β₁)(g - m) = β₁m + (1-β₁)g in one pass.
         torch._foreach_lerp_(device_m, device_grads, 1 - beta1)
         torch._foreach_mul_(device_s, beta2)

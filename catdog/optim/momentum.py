@@ -13,6 +13,7 @@ from catdog.optim._foreach import (
     evaluate,
     params_with_grads,
     split_by_device_and_dtype,
+    with_weight_decay,
 )
 
 FORMULATIONS = ("ema", "classic")
@@ -110,8 +111,7 @@ def momentum(
     for device_params, device_grads, device_velocities, device_steps in split_by_device_and_dtype(
         params, grads, velocities, steps
     ):
-        if weight_decay != 0:
-            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
         if formulation == "ema":
             # v + (1-β)(g - v) = βv + (1-β)g in one pass over memory instead of two.
             torch._foreach_lerp_(device_velocities, device_grads, 1 - beta)

@@ -7,7 +7,13 @@ import torch
 from torch import Tensor
 
 from catdog.optim._checks import check_choice, check_number
-from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim._foreach import (
+    Closure,
+    evaluate,
+    params_with_grads,
+    split_by_device_and_dtype,
+    with_weight_decay,
+)
 
 
 class Nesterov(torch.optim.Optimizer):
@@ -128,8 +134,7 @@ def nesterov(
     for device_params, device_grads, device_velocities in split_by_device_and_dtype(
         params, grads, velocities
     ):
-        if weight_decay != 0:
-            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
         torch._foreach_mul_(device_velocities, beta)
         torch._foreach_add_(device_velocities, device_grads)
         # Two in-place passes instead of building g + β·v: no parameter-sized temporary (its

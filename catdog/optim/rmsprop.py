@@ -7,7 +7,13 @@ import torch
 from torch import Tensor
 
 from catdog.optim._checks import check_number
-from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim._foreach import (
+    Closure,
+    evaluate,
+    params_with_grads,
+    split_by_device_and_dtype,
+    with_weight_decay,
+)
 
 
 class RMSprop(torch.optim.Optimizer):
@@ -83,8 +89,7 @@ def rmsprop(
     for device_params, device_grads, device_mean_squares in split_by_device_and_dtype(
         params, grads, mean_squares
     ):
-        if weight_decay != 0:
-            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
         torch._foreach_mul_(device_mean_squares, beta)
         torch._foreach_addcmul_(device_mean_squares, device_grads, device_grads, value=1 - beta)
         denominators = torch._foreach_sqrt(device_mean_squares)

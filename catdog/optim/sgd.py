@@ -7,7 +7,13 @@ import torch
 from torch import Tensor
 
 from catdog.optim._checks import check_number
-from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim._foreach import (
+    Closure,
+    evaluate,
+    params_with_grads,
+    split_by_device_and_dtype,
+    with_weight_decay,
+)
 
 
 class SGD(torch.optim.Optimizer):
@@ -42,8 +48,7 @@ class SGD(torch.optim.Optimizer):
 def sgd(params: list[Tensor], grads: list[Tensor], *, lr: float, weight_decay: float) -> None:
     """`w -= lr·(g + weight_decay·w)` over lists of tensors, in place on `params`."""
     for device_params, device_grads in split_by_device_and_dtype(params, grads):
-        if weight_decay != 0:
-            device_grads = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
         torch._foreach_add_(device_params, device_grads, alpha=-lr)
 
 
