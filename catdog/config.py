@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from catdog.optim import OPTIMIZERS
 
@@ -176,8 +184,8 @@ class Config(Section):
         return device
 
     @model_validator(mode="after")
-    def _check_hyperparameters(self) -> "Config":
-        check_optimizer(self.optimizer)
+    def _check_hyperparameters(self, info: ValidationInfo) -> "Config":
+        check_optimizer(self.optimizer, build=(info.context or {}).get("build_optimizer", True))
         return self
 
 
@@ -187,8 +195,12 @@ def optimizer_parameters(name: str) -> list[str]:
     return [p for p in signature.parameters if p not in ("self", "params")]
 
 
-def check_optimizer(optimizer: OptimizerConfig) -> None:
-    """Each key must be one the optimizer takes, and the optimizer must accept its value."""
+def check_optimizer(optimizer: OptimizerConfig, build: bool = True) -> None:
+    """Each key must be one the optimizer takes, and (`build`) the optimizer must accept its value.
+
+    Building one costs seconds the first time in a process (torch imports its compiler), so
+    a reader that never trains (evaluate, predict) skips it.
+    """
     import torch
 
     accepted = optimizer_parameters(optimizer.name)
@@ -202,6 +214,8 @@ def check_optimizer(optimizer: OptimizerConfig) -> None:
                 f"optimizer.{key}: not taken by optimizer {optimizer.name!r}{hint} "
                 f"(it takes: {', '.join(accepted)})"
             )
+    if not build:
+        return
     # Building it on a dummy parameter runs the optimizer's own checks now, not mid-run.
     try:
         OPTIMIZERS[optimizer.name](
@@ -287,9 +301,9 @@ def load_config(
     return validate(data, source=str(path) if path is not None else "config")
 
 
-def validate(data: dict[str, Any], source: str = "config") -> Config:
+def validate(data: dict[str, Any], source: str = "config", build_optimizer: bool = True) -> Config:
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"build_optimizer": build_optimizer})
     except ValidationError as error:
         raise ConfigError(f"{source}: {_describe(error)}") from None
 

@@ -30,7 +30,8 @@ class Trained:
 
 def restore(target: str | Path, device: str | None = None) -> Trained:
     checkpoint = load_checkpoint(target)
-    config = validate(checkpoint["config"], source=checkpoint["path"])
+    # No optimizer is built here, so its constructor's checks (seconds to import) are skipped.
+    config = validate(checkpoint["config"], source=checkpoint["path"], build_optimizer=False)
     norm = checkpoint["normalization"]
     torch_device = resolve_device(device or "auto")
     model = build_model(config, int(norm["in_features"]))

@@ -132,3 +132,12 @@ def test_a_genetic_config_round_trips_without_a_learning_rate(tmp_path: Path) ->
     save_config(config, tmp_path / "resolved.yaml")
     assert "lr" not in yaml.safe_load((tmp_path / "resolved.yaml").read_text())["optimizer"]
     assert load_config(tmp_path / "resolved.yaml") == config
+
+
+def test_a_reader_that_never_trains_still_checks_the_optimizer_keys() -> None:
+    # evaluate/predict skip building the optimizer, not the check that each key is taken.
+    with pytest.raises(ConfigError, match=r"optimizer\.beta: not taken by optimizer 'sgd'"):
+        validate({"optimizer": {"name": "sgd", "beta": 0.9}}, build_optimizer=False)
+    with pytest.raises(ConfigError, match=r"1\.5"):
+        validate({"optimizer": {"name": "momentum", "beta": 1.5}})
+    assert validate({"optimizer": {"name": "momentum", "beta": 1.5}}, build_optimizer=False)
