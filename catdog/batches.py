@@ -54,14 +54,21 @@ class Augment:
     brightness: multiply by b ~ U[1 - brightness, 1 + brightness].
     contrast: blend with the photo's mean grey, c * x + (1 - c) * mean, c ~ U[1 - contrast,
         1 + contrast]. Values are clamped to [0, 1] after each colour step.
+    mixup: α of mixup (Zhang et al., 2018): after the steps above, each photo i of a batch
+        is blended with a partner j = π(i) of the same batch (π a random permutation),
+        x̃_i = λ_i x_i + (1 - λ_i) x_j and ỹ_i = λ_i y_i + (1 - λ_i) y_j, λ_i ~ Beta(α, α).
+        Labels become soft targets between 0 and 1.
     """
 
     hflip: bool = False
     shift: int = 0
     brightness: float = 0.0
     contrast: float = 0.0
+    mixup: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.mixup < 0:
+            raise ValueError(f"augment mixup={self.mixup}: must be >= 0 (0 = off)")
         if self.shift < 0:
             raise ValueError(f"augment shift={self.shift}: must be >= 0 pixels")
         for name in ("brightness", "contrast"):
@@ -71,7 +78,13 @@ class Augment:
 
     @property
     def active(self) -> bool:
-        return self.hflip or self.shift > 0 or self.brightness > 0 or self.contrast > 0
+        return (
+            self.hflip
+            or self.shift > 0
+            or self.brightness > 0
+            or self.contrast > 0
+            or self.mixup > 0
+        )
 
 
 def to_inputs(
@@ -169,19 +182,38 @@ class Batches:
         order = self.order(epoch)
         for batch in range(start, len(self)):
             rows = np.sort(order[batch * self.batch_size : (batch + 1) * self.batch_size])
-            mine = slice(self.rank, None, self.world_size)
-            pixels = torch.from_numpy(self.pixels[rows[mine]]).to(self.device)
-            y = self.labels[torch.from_numpy(rows[mine])].to(self.device)
+            positions = np.arange(len(rows))[self.rank :: self.world_size]  # this rank's rows
             if self.augment is None:
-                yield _normalise(pixels, self._scale, self._offset), y
+                yield self._read(rows[positions])
                 continue
             # Draw for the whole global batch, then keep this rank's rows: every rank
             # agrees with the single-process run.
-            generator = torch.Generator().manual_seed(_seed(self.seed, epoch, _AUGMENTATION, batch))
-            draws = _draw(self.augment, len(rows), pixels.shape[-1], generator)
-            draws = {name: value[mine].to(self.device) for name, value in draws.items()}
+            seed = _seed(self.seed, epoch, _AUGMENTATION, batch)
+            generator = torch.Generator().manual_seed(seed)
+            draws = _draw(self.augment, len(rows), self.pixels.shape[-1], generator)
+            if self.augment.mixup:
+                # Partners may be another rank's rows: read them too, augmented as they are
+                # in the single-process batch.
+                partner, weight = _mixup_draws(len(rows), self.augment.mixup, generator, seed)
+                positions = np.concatenate([positions, partner[positions]])
+            pixels = torch.from_numpy(self.pixels[rows[positions]]).to(self.device)
+            y = self.labels[torch.from_numpy(rows[positions])].to(self.device)
+            draws = {name: value[positions].to(self.device) for name, value in draws.items()}
             unit = _augment(pixels.float() / 255.0, self.augment, draws)
-            yield ((unit - self.mean[:, None, None]) / self.std[:, None, None]).flatten(1), y
+            x = ((unit - self.mean[:, None, None]) / self.std[:, None, None]).flatten(1)
+            if self.augment.mixup:
+                # Normalising is affine: mixing normalised inputs = normalising mixed pixels.
+                own = len(positions) // 2
+                lam = torch.from_numpy(weight[positions[:own]]).to(self.device)
+                x = lam[:, None] * x[:own] + (1.0 - lam[:, None]) * x[own:]
+                y = lam * y[:own] + (1.0 - lam) * y[own:]
+            yield x, y
+
+    def _read(self, rows: np.ndarray) -> tuple[Tensor, Tensor]:
+        """(x, y) of `rows` (ascending) without augmentation."""
+        pixels = torch.from_numpy(self.pixels[rows]).to(self.device)
+        y = self.labels[torch.from_numpy(rows)].to(self.device)
+        return _normalise(pixels, self._scale, self._offset), y
 
 
 def _seed(*parts: int) -> int:
@@ -224,6 +256,16 @@ def _draw(augment: Augment, rows: int, size: int, generator: torch.Generator) ->
     if augment.contrast:
         draws["contrast"] = _uniform(rows, augment.contrast, generator)
     return draws
+
+
+def _mixup_draws(
+    rows: int, alpha: float, generator: torch.Generator, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mixup partner (a permutation of the batch) and weight λ ~ Beta(α, α)."""
+    partner = torch.randperm(rows, generator=generator).numpy()
+    # torch's Beta sampler takes no generator; numpy's does, seeded from the same batch seed.
+    weight = np.random.default_rng(seed).beta(alpha, alpha, size=rows).astype(np.float32)
+    return partner, weight
 
 
 def _uniform(rows: int, spread: float, generator: torch.Generator) -> Tensor:

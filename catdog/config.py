@@ -45,6 +45,8 @@ class AugmentConfig(Section):
     """Random brightness factor in [1 - b, 1 + b]."""
     contrast: float = Field(0.0, ge=0.0, le=1.0)
     """Random contrast factor in [1 - c, 1 + c]."""
+    mixup: float = Field(0.0, ge=0.0)
+    """Mixup's α: blend each photo and its label with another of the batch, weight ~ Beta(α, α)."""
 
 
 class DataConfig(Section):

@@ -352,7 +352,13 @@ def train(
         device=device,
         shuffle=True,
         seed=config.seed,
-        augment=Augment(hflip=a.hflip, shift=a.shift, brightness=a.brightness, contrast=a.contrast),
+        augment=Augment(
+            hflip=a.hflip,
+            shift=a.shift,
+            brightness=a.brightness,
+            contrast=a.contrast,
+            mixup=a.mixup,
+        ),
         rank=rank,
         world_size=world,
     )

@@ -132,9 +132,10 @@ def test_permutation_depends_only_on_seed_and_epoch() -> None:
 
 
 ALL_AUGMENTS = Augment(hflip=True, shift=2, brightness=0.3, contrast=0.3)
+WITH_MIXUP = Augment(hflip=True, shift=2, brightness=0.3, contrast=0.3, mixup=0.4)
 
 
-@pytest.mark.parametrize("augment", [None, ALL_AUGMENTS])
+@pytest.mark.parametrize("augment", [None, ALL_AUGMENTS, WITH_MIXUP])
 def test_resume_mid_epoch_sees_the_same_batches(augment: Augment | None) -> None:
     pixels = coded_pixels(90)
     uninterrupted = epoch_list(plain(pixels, np.arange(90), 8, seed=9, augment=augment), 2)
@@ -158,7 +159,7 @@ def test_augmentation_is_deterministic_and_varies_by_batch_and_epoch() -> None:
 # Batches: sharding
 
 
-@pytest.mark.parametrize("augment", [None, ALL_AUGMENTS])
+@pytest.mark.parametrize("augment", [None, ALL_AUGMENTS, WITH_MIXUP])
 def test_ranks_split_each_global_batch_and_together_match_one_process(
     augment: Augment | None,
 ) -> None:
@@ -267,11 +268,52 @@ def test_brightness_and_contrast_match_torchvision() -> None:
         assert max(factors) - min(factors) > 0.3
 
 
+def label_coded_batches(alpha: float, photos: int = 64, batch_size: int = 16, **augments):
+    """Batches of photos whose every pixel is 255 × label (cats black, dogs white)."""
+    labels = np.arange(photos) % 2
+    pixels = np.repeat(labels.astype(np.uint8) * 255, 3 * 4 * 4).reshape(photos, 3, 4, 4)
+    mean, std = np.full(3, 0.5), np.full(3, 0.5)
+    return Batches(
+        pixels, labels, np.arange(photos), batch_size, mean, std, seed=2,
+        augment=Augment(mixup=alpha, **augments),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("augments", [{}, {"hflip": True, "shift": 1}])
+def test_mixup_blends_photo_and_label_with_the_same_weight(augments: dict) -> None:
+    # A mixed photo is λ·x_i + (1 - λ)·x_j and its label λ·y_i + (1 - λ)·y_j: with pixels
+    # 255·y, every pixel of a mixed photo is 255 × its mixed label.
+    batches = label_coded_batches(0.4, **augments)
+    for x, y in epoch_list(batches, 0):
+        pixels = x * 0.5 + 0.5  # undo the normalisation: back to [0, 1]
+        assert torch.allclose(pixels, y[:, None].expand_as(pixels), atol=1e-6)
+        assert len(y) == 16 and bool(((y > 0) & (y < 1)).any())  # some labels are soft
+
+
+@pytest.mark.parametrize("alpha", [0.4, 2.0])
+def test_mixup_weights_follow_beta_alpha_alpha(alpha: float) -> None:
+    # A cat mixed with a dog has label 1 - λ (λ on the cat), a dog with a cat λ: both are
+    # Beta(α, α) draws, which has mean 1/2 and variance 1 / (4 (2α + 1)).
+    batches = label_coded_batches(alpha, photos=4000, batch_size=500)
+    labels = torch.cat([y for _, y in epoch_list(batches, 0)])
+    mixed = labels[(labels > 0) & (labels < 1)]
+    assert len(mixed) > 1500  # about half the rows have a partner of the other class
+    assert abs(float(mixed.mean()) - 0.5) < 0.02
+    assert abs(float(mixed.var()) - 1 / (4 * (2 * alpha + 1))) < 0.01
+
+
+def test_mixup_off_keeps_hard_labels() -> None:
+    for _, y in epoch_list(label_coded_batches(0.0, hflip=True), 0):
+        assert set(y.tolist()) <= {0.0, 1.0}
+
+
 def test_augment_validates_its_settings() -> None:
     with pytest.raises(ValueError, match="shift"):
         Augment(shift=-1)
     with pytest.raises(ValueError, match="brightness"):
         Augment(brightness=1.5)
+    with pytest.raises(ValueError, match="mixup"):
+        Augment(mixup=-0.1)
     with pytest.raises(ValueError, match="contrast"):
         Augment(contrast=-0.1)
 

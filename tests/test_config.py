@@ -73,6 +73,7 @@ ERRORS = [
     ("train:\n  batch_size: half\n", [], ["train.batch_size"]),
     ("data:\n  val_fraction: 1.5\n", [], ["data.val_fraction", "less than 1"]),
     ("data:\n  grayscale: 1\n", [], ["data.grayscale", "boolean"]),
+    ("", ["data.augment.mixup=-0.2"], ["data.augment.mixup", "greater than or equal to 0"]),
     ("model:\n  hidden: [64, -1]\n", [], ["model.hidden", "positive"]),
     ("loss: hinge\n", [], ["loss", "'mse' or 'bce'"]),
     ("device: gpu\n", [], ["device", "auto, cpu, cuda"]),

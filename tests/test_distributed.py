@@ -172,7 +172,13 @@ def _rank(rank: int, world_size: int, port: int, job: Callable[[], Any], queue: 
     "optimizer",
     [
         ["optimizer.name=momentum", "optimizer.formulation=classic", "data.augment.hflip=true"],
-        ["optimizer.name=nesterov", "optimizer.lookahead=true", "train.batch_size=11"],
+        # Mixup's partners of a rank's rows may live on the other rank.
+        [
+            "optimizer.name=nesterov",
+            "optimizer.lookahead=true",
+            "train.batch_size=11",
+            "data.augment.mixup=0.4",
+        ],
     ],
     ids=["momentum", "nesterov-lookahead"],
 )
