@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared/data/dogs-vs-cats/train"
-CACHE = Path("/tmp/acc-cache")
+CACHE = Path(os.environ.get("CATDOG_RESEARCH_CACHE", "/tmp/acc-cache"))
 SPLIT_SEED = 0
 VAL_FRACTION = 0.2
 
@@ -123,13 +123,14 @@ def augment(x: torch.Tensor, args: argparse.Namespace, gen: torch.Generator) -> 
         theta[:, 0, 2] = tx
         theta[:, 1, 1] = sy
         theta[:, 1, 2] = ty
+        theta = theta.to(x.device)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode=args.pad, align_corners=False)
     if args.brightness > 0 or args.contrast > 0:
         b = torch.empty(n, 1, 1, 1).uniform_(-args.brightness, args.brightness, generator=gen)
         c = torch.empty(n, 1, 1, 1).uniform_(1 - args.contrast, 1 + args.contrast, generator=gen)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * c + mean + b).clamp(0, 1)
+        x = ((x - mean) * c.to(x.device) + mean + b.to(x.device)).clamp(0, 1)
     return x
 
 
@@ -237,12 +238,28 @@ def accuracies(p: torch.Tensor, y: torch.Tensor) -> tuple[list[float], float]:
     return members, ensemble
 
 
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend each photo (and its label) with another of the same member's batch, λ ~ Beta(α, α)."""
+    members, batch = y.shape
+    lam = torch.distributions.Beta(alpha, alpha).sample((members, batch)).to(x.device)
+    partner = torch.argsort(torch.rand(members, batch, generator=gen), dim=1).to(x.device)
+    x_partner = torch.gather(x, 1, partner[..., None].expand_as(x))
+    y_partner = torch.gather(y, 1, partner)
+    return lam[..., None] * x + (1 - lam[..., None]) * x_partner, lam * y + (1 - lam) * y_partner
+
+
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     x_all, y_all = decode(args.size, args.colour)
     train_idx, val_idx = stratified_split(y_all)
-    x = torch.from_numpy(x_all).float() / 255
-    y = torch.from_numpy(y_all).float()
+    if args.train_fraction < 1:  # learning curve: a stratified-enough random part of train
+        keep = np.random.default_rng(1).permutation(len(train_idx))
+        train_idx = train_idx[np.sort(keep[: round(len(train_idx) * args.train_fraction)])]
+    x = (torch.from_numpy(x_all).float() / 255).to(device)
+    y = torch.from_numpy(y_all).float().to(device)
     x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
     normalise = Normaliser(args.norm, x_train)
 
@@ -251,7 +268,7 @@ def run(args: argparse.Namespace) -> dict:
     members = args.members
     hidden = [int(h) for h in args.hidden.split(",") if h]
     features = x_train[0].numel()
-    model = BatchedMLP(members, [features, *hidden, 1], args, gen)
+    model = BatchedMLP(members, [features, *hidden, 1], args, gen).to(device)
     decay = [*model.weights]
     no_decay = [*model.biases, *model.gammas, *model.betas]
     groups = [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}]
@@ -268,12 +285,14 @@ def run(args: argparse.Namespace) -> dict:
     curve, step, train_seconds = [], 0, 0.0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        order = torch.argsort(torch.rand(members, n, generator=gen), dim=1)
+        order = torch.argsort(torch.rand(members, n, generator=gen), dim=1).to(device)
         for k in range(steps_per_epoch):
             idx = order[:, k * args.batch : (k + 1) * args.batch]
             xb = augment(x_train[idx.flatten()], args, gen)
             xb = normalise(xb).reshape(members, args.batch, -1)
             yb = y_train[idx]
+            if args.mixup > 0:
+                xb, yb = mixup(xb, yb, args.mixup, gen)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, total, args)
             # Sum over members: each member's gradient is that of its own mean loss.
@@ -316,9 +335,10 @@ def run(args: argparse.Namespace) -> dict:
         "best_epoch_val": max(curve, key=lambda c: c["val"]),
         "train_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),
+        "device": args.device,
         "curve": curve,
     }
-    with open(CACHE / "results.jsonl", "a") as f:
+    with open(args.results or CACHE / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     summary = {k: v for k, v in result.items() if k not in ("curve", "argv")}
     print(json.dumps(summary), flush=True)
@@ -359,6 +379,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--mixup", type=float, default=0.0, help="Beta(α, α) of mixup; 0 = off")
+    p.add_argument("--train-fraction", type=float, default=1.0, help="learning-curve subset")
+    p.add_argument("--results", default="", help="JSON lines file (default: cache folder)")
     return p.parse_args(argv)
 
 
