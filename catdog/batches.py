@@ -191,22 +191,25 @@ class Batches:
             seed = _seed(self.seed, epoch, _AUGMENTATION, batch)
             generator = torch.Generator().manual_seed(seed)
             draws = _draw(self.augment, len(rows), self.pixels.shape[-1], generator)
+            needed = positions
             if self.augment.mixup:
                 # Partners may be another rank's rows: read them too, augmented as they are
-                # in the single-process batch.
+                # in the single-process batch. Each needed row is read once, in ascending order.
                 partner, weight = _mixup_draws(len(rows), self.augment.mixup, generator, seed)
-                positions = np.concatenate([positions, partner[positions]])
-            pixels = torch.from_numpy(self.pixels[rows[positions]]).to(self.device)
-            y = self.labels[torch.from_numpy(rows[positions])].to(self.device)
-            draws = {name: value[positions].to(self.device) for name, value in draws.items()}
+                needed = np.union1d(positions, partner[positions])
+            pixels = torch.from_numpy(self.pixels[rows[needed]]).to(self.device)
+            y = self.labels[torch.from_numpy(rows[needed])].to(self.device)
+            draws = {name: value[needed].to(self.device) for name, value in draws.items()}
             unit = _augment(pixels.float() / 255.0, self.augment, draws)
             x = ((unit - self.mean[:, None, None]) / self.std[:, None, None]).flatten(1)
             if self.augment.mixup:
                 # Normalising is affine: mixing normalised inputs = normalising mixed pixels.
-                own = len(positions) // 2
-                lam = torch.from_numpy(weight[positions[:own]]).to(self.device)
-                x = lam[:, None] * x[:own] + (1.0 - lam[:, None]) * x[own:]
-                y = lam * y[:own] + (1.0 - lam) * y[own:]
+                own = torch.from_numpy(np.searchsorted(needed, positions)).to(self.device)
+                other = np.searchsorted(needed, partner[positions])
+                other = torch.from_numpy(other).to(self.device)
+                lam = torch.from_numpy(weight[positions]).to(self.device)
+                x = lam[:, None] * x[own] + (1.0 - lam[:, None]) * x[other]
+                y = lam * y[own] + (1.0 - lam) * y[other]
             yield x, y
 
     def _read(self, rows: np.ndarray) -> tuple[Tensor, Tensor]:
