@@ -341,7 +341,6 @@ def train(
     batch_size = (
         len(data.train_indices) if config.train.batch_size == "full" else config.train.batch_size
     )
-    a = config.data.augment
     batches = Batches(
         data.images.pixels,
         data.images.labels,
@@ -352,13 +351,7 @@ def train(
         device=device,
         shuffle=True,
         seed=config.seed,
-        augment=Augment(
-            hflip=a.hflip,
-            shift=a.shift,
-            brightness=a.brightness,
-            contrast=a.contrast,
-            mixup=a.mixup,
-        ),
+        augment=Augment(**config.data.augment.model_dump()),
         rank=rank,
         world_size=world,
     )
