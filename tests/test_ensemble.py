@@ -11,11 +11,11 @@ from catdog.batches import Augment, Batches
 from catdog.config import ConfigError, load_config
 from catdog.experiment import run
 from catdog.losses import LOSSES
-from catdog.model import MLP, MemberLinear
 from catdog.optim import build_optimizer
-from catdog.train import build_model, prepare_data, read_metrics, train, train_step
+from catdog.train import build_model, prepare_data, train_step
 from tests.conftest import catdog
-from tests.test_train import small_config, without_time
+from tests.test_model import member
+from tests.test_train import assert_resume_matches_whole, small_config
 
 
 def test_each_member_trains_exactly_as_it_would_alone(demo_photos: Path, tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_each_member_trains_exactly_as_it_would_alone(demo_photos: Path, tmp_pat
         data.mean, data.std, seed=config.seed, augment=Augment(hflip=True),
     )  # fmt: skip
     for k in range(3):
-        alone = _member(initial, k)
+        alone = member(initial, k)
         optimizer = build_optimizer("sgd", alone.parameters(), lr=config.optimizer.lr)
         for epoch in range(config.train.epochs):
             for x, y in batches.epoch(epoch):
@@ -51,31 +51,12 @@ def test_each_member_trains_exactly_as_it_would_alone(demo_photos: Path, tmp_pat
             )
 
 
-def _member(ensemble: MLP, k: int) -> MLP:
-    hidden = [m.weight.shape[-1] for m in ensemble.layers if isinstance(m, MemberLinear)][:-1]
-    single = MLP(ensemble.in_features, hidden)
-    linears = [m for m in single.layers if isinstance(m, nn.Linear)]
-    stacked = [m for m in ensemble.layers if isinstance(m, MemberLinear)]
-    with torch.no_grad():
-        for linear, layer in zip(linears, stacked, strict=True):
-            linear.weight.copy_(layer.weight[k].T)
-            linear.bias.copy_(layer.bias[k, 0])
-    return single
-
-
 def test_an_ensemble_run_resumes_identically(demo_photos: Path, tmp_path: Path) -> None:
     config = small_config(
         demo_photos, tmp_path, "model.ensemble=2", "optimizer.name=adam", "optimizer.lr=0.01",
         "model.dropout=0.1", "train.epochs=3",
     )  # fmt: skip
-    whole = run(config, "whole")
-    part = run(
-        config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}), "part"
-    )
-    train(config, part.run_dir, resume=True)
-    assert without_time(read_metrics(part.run_dir / "metrics.csv")) == without_time(
-        read_metrics(whole.run_dir / "metrics.csv")
-    )
+    assert_resume_matches_whole(config, stop_after=2)
 
 
 def test_train_threads_sets_torchs_thread_count(demo_photos: Path, tmp_path: Path) -> None:

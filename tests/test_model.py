@@ -13,7 +13,8 @@ from catdog.model import MLP, MemberLinear
 
 def member(ensemble: MLP, k: int) -> MLP:
     """Member k of `ensemble` copied into a single-network MLP of `nn.Linear` layers."""
-    single = MLP(ensemble.in_features, _hidden(ensemble), members=1).to(torch.float64)
+    dtype = next(ensemble.parameters()).dtype
+    single = MLP(ensemble.in_features, _hidden(ensemble), members=1).to(dtype)
     linears = [m for m in single.layers if isinstance(m, nn.Linear)]
     batched = [m for m in ensemble.layers if isinstance(m, MemberLinear)]
     with torch.no_grad():

@@ -86,21 +86,28 @@ def test_checkpoints_load_without_pickled_code(demo_photos: Path, tmp_path: Path
     assert len(checkpoint["normalization"]["mean"]) == 3
 
 
+def assert_resume_matches_whole(config: Config, stop_after: int) -> None:
+    """A run stopped after `stop_after` epochs, then resumed, logs what the whole run logs and
+    ends with the same weights."""
+    whole = run(config, "whole")
+    part = run(
+        config.model_copy(update={"train": config.train.model_copy(update={"epochs": stop_after})}),
+        "part",
+    )
+    train(config, part.run_dir, resume=True)
+    assert without_time(read_metrics(part.run_dir / "metrics.csv")) == without_time(
+        read_metrics(whole.run_dir / "metrics.csv")
+    )
+    a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
+    b = torch.load(part.run_dir / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_extends_a_run_identically(demo_photos: Path, tmp_path: Path) -> None:
     config = small_config(
         demo_photos, tmp_path, "optimizer.name=momentum", "model.dropout=0.1", "train.epochs=4"
     )
-    whole = run(config, "whole")
-    short = run(
-        config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}), "part"
-    )
-    train(config, short.run_dir, resume=True)
-    assert without_time(read_metrics(short.run_dir / "metrics.csv")) == without_time(
-        read_metrics(whole.run_dir / "metrics.csv")
-    )
-    a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
-    b = torch.load(short.run_dir / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_matches_whole(config, stop_after=2)
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(
