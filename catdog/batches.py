@@ -44,6 +44,45 @@ def channel_stats(pixels: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, 
     return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
 
 
+def zca_whitening(
+    pixels: np.ndarray,
+    indices: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    epsilon: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ZCA whitening of the normalised inputs x over rows `indices`: (μ, W) with
+    x ↦ (x − μ) W decorrelating the features (Bell & Sejnowski 1997; Coates & Ng 2011).
+
+    x is `to_inputs`' map of each row (per-channel normalised, flattened); μ its mean over the
+    rows and Σ = U diag(λ) Uᵀ its covariance (ddof 0), so W = U diag(1/√(λ + ε)) Uᵀ, symmetric.
+    ε keeps the near-zero-variance directions (fine, noisy detail) from being amplified without
+    bound: a direction of variance λ ends with variance λ / (λ + ε). Accumulated in float64
+    chunk by chunk; returned as float32, shapes (D,) and (D, D).
+    """
+    if epsilon <= 0:
+        raise ValueError(f"zca epsilon={epsilon}: must be > 0")
+    rows = np.sort(np.asarray(indices, dtype=np.int64))
+    if len(rows) == 0:
+        raise DataError("zca_whitening: no rows given; the training split is empty")
+    features = int(np.prod(pixels.shape[1:]))
+    scale, offset = (a.double() for a in _affine(mean, std, torch.device("cpu")))
+    total = torch.zeros(features, dtype=torch.float64)
+    products = torch.zeros(features, features, dtype=torch.float64)
+    for start in range(0, len(rows), _STATS_ROWS):
+        chunk = torch.from_numpy(pixels[rows[start : start + _STATS_ROWS]]).double()
+        x = (chunk * scale - offset).flatten(1)
+        total += x.sum(dim=0)
+        products += x.T @ x
+    feature_mean = total / len(rows)
+    covariance = products / len(rows) - torch.outer(feature_mean, feature_mean)
+    eigenvalues, vectors = torch.linalg.eigh(covariance)
+    # Round-off can leave tiny negative eigenvalues; a variance is >= 0.
+    gains = (eigenvalues.clamp_min(0.0) + epsilon).rsqrt()
+    matrix = (vectors * gains) @ vectors.T
+    return feature_mean.float().numpy(), matrix.float().numpy()
+
+
 @dataclass(frozen=True)
 class Augment:
     """Random changes applied to each training photo, on whole batches at once; 0 = off.

@@ -24,6 +24,9 @@ from pydantic import (
 
 from catdog.optim import OPTIMIZERS
 
+# ZCA needs the eigendecomposition of a features × features matrix: 4,096² is ~10 s of CPU.
+ZCA_MAX_FEATURES = 4096
+
 
 class ConfigError(ValueError):
     """A configuration problem, described in one line that names the key or file."""
@@ -62,7 +65,25 @@ class DataConfig(Section):
     """Decoded-photo cache; null: $CATDOG_CACHE_DIR, $XDG_CACHE_HOME/catdog or ~/.cache/catdog."""
     workers: int | None = Field(None, ge=0)
     """Processes that decode photos on the first pass; null: all cores."""
+    normalization: Literal["channel", "zca"] = "channel"
+    """channel: (pixel/255 - mean_c) / std_c per colour channel, from the training split.
+    zca: that, then ZCA whitening, (x - μ)W with W = Σ^(-1/2) regularised by zca_epsilon,
+    Σ the training split's feature covariance; at most 4,096 features (3 × 36² or 64²)."""
+    zca_epsilon: float = Field(0.1, gt=0.0)
+    """zca: added to each eigenvalue of Σ (features of variance ~1), damping the directions
+    of tiny variance (fine, noisy detail) instead of amplifying them without bound."""
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _zca_fits(self) -> "DataConfig":
+        features = (1 if self.grayscale else 3) * self.image_size**2
+        if self.normalization == "zca" and features > ZCA_MAX_FEATURES:
+            raise ValueError(
+                f"normalization=zca whitens {features:,} features here, more than the "
+                f"{ZCA_MAX_FEATURES:,} its covariance matrix allows; lower data.image_size or "
+                "use data.normalization: channel"
+            )
+        return self
 
 
 class ModelConfig(Section):

@@ -15,6 +15,10 @@ class MLP(nn.Module):
     numerically stable log-sigmoid form.
 
     members = 1 is one network of `nn.Linear` layers; `forward` gives z of shape (B,).
+    whiten = True puts a fixed (untrained) linear map x ↦ (x − μ) W before the first layer,
+    `Whitening`; its μ and W are buffers, set once from the training photos and saved with the
+    weights, so every use of the network reads its input the same way.
+
     members = N > 1 is N independent networks (own init, own dropout masks) evaluated in one
     batched matrix product per layer, h_k ← b_k + h_k W_k for k = 1…N (`torch.baddbmm`);
     `forward` gives (B, N), column k being member k's logit. `probability` averages the
@@ -29,10 +33,12 @@ class MLP(nn.Module):
         batch_norm: bool = False,
         input_dropout: float = 0.0,
         members: int = 1,
+        whiten: bool = False,
     ) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"members={members}: an ensemble needs at least 1 network")
+        self.whitening = Whitening(in_features) if whiten else None
         layers: list[nn.Module] = []
         if input_dropout > 0:
             layers.append(nn.Dropout(input_dropout))
@@ -54,6 +60,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
+        if self.whitening is not None:
+            x = self.whitening(x)  # once, shared by every member
         if self.members == 1:
             return self.layers(x).squeeze(-1)
         # (N, B, in): every member reads the same photos; expand copies nothing.
@@ -64,6 +72,30 @@ class MLP(nn.Module):
         """P(dog) for each row of `x`: the members' mean when there are several."""
         p = torch.sigmoid(self(x))
         return p if self.members == 1 else p.mean(dim=1)
+
+
+class Whitening(nn.Module):
+    """A fixed affine map of the input, x ↦ (x − μ) W: ZCA whitening when μ and W come from
+    `catdog.batches.zca_whitening`. Identity until `set` is called; nothing here is trained."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(features))
+        self.register_buffer("matrix", torch.eye(features))
+
+    def set(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
+        features = len(self.mean)
+        if mean.shape != (features,) or matrix.shape != (features, features):
+            raise ValueError(
+                f"whitening for {features} features needs mean ({features},) and matrix "
+                f"({features}, {features}), got {tuple(mean.shape)} and {tuple(matrix.shape)}"
+            )
+        self.mean.copy_(mean)
+        self.matrix.copy_(matrix)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (x − μ) W as one fused product: x W − μ W.
+        return torch.addmm(-(self.mean @ self.matrix), x, self.matrix)
 
 
 class MemberLinear(nn.Module):

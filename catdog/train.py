@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from catdog import distributed
-from catdog.batches import Augment, Batches, channel_stats
+from catdog.batches import Augment, Batches, channel_stats, zca_whitening
 from catdog.checkpoint import load_checkpoint, save_checkpoint
 from catdog.config import (
     Config,
@@ -84,6 +84,8 @@ class PreparedData:
     val_indices: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    # ZCA whitening (μ, W) of the normalised training inputs; None unless asked for.
+    whitening: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def in_features(self) -> int:
@@ -117,7 +119,10 @@ def prepare_data(config: Config, progress: bool = True) -> PreparedData:
             f"{data.root}: no photos left for training; add photos or lower data.val_fraction"
         )
     mean, std = channel_stats(images.pixels, train_indices)
-    return PreparedData(images, train_indices, val_indices, mean, std)
+    whitening = None
+    if data.normalization == "zca":
+        whitening = zca_whitening(images.pixels, train_indices, mean, std, data.zca_epsilon)
+    return PreparedData(images, train_indices, val_indices, mean, std, whitening)
 
 
 # --- building blocks ------------------------------------------------------------------------
@@ -181,6 +186,7 @@ def build_model(config: Config, in_features: int) -> MLP:
         batch_norm=m.batch_norm,
         input_dropout=m.input_dropout,
         members=m.ensemble,
+        whiten=config.data.normalization == "zca",
     )
 
 
@@ -311,6 +317,12 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(config, data.in_features).to(device)
+    if model.whitening is not None and checkpoint is None:  # a resumed run loads its own
+        if data.whitening is None:  # data prepared by the caller for another normalisation
+            data.whitening = zca_whitening(
+                data.images.pixels, data.train_indices, data.mean, data.std, config.data.zca_epsilon
+            )
+        model.whitening.set(*(torch.from_numpy(array) for array in data.whitening))
     optimizer = build_optimizer(
         config.optimizer.name, model.parameters(), **optimizer_arguments(config)
     )
