@@ -36,9 +36,11 @@ VAL_FRACTION = 0.2
 # ---------------------------------------------------------------- data
 
 
-def decode(size: int, colour: str) -> tuple[np.ndarray, np.ndarray]:
-    """All photos as uint8 (N, C, S, S), squashed to S x S with Pillow's antialiased resize."""
-    path = CACHE / f"photos-{size}-{colour}.npz"
+def decode(size: int, colour: str, fit: str = "squash") -> tuple[np.ndarray, np.ndarray]:
+    """All photos as uint8 (N, C, S, S): squashed to S x S, or (`fit="crop"`) the centred
+    square of side min(width, height) resized to S x S."""
+    suffix = "" if fit == "squash" else f"-{fit}"
+    path = CACHE / f"photos-{size}-{colour}{suffix}.npz"
     if path.exists():
         saved = np.load(path)
         return saved["x"], saved["y"]
@@ -48,7 +50,13 @@ def decode(size: int, colour: str) -> tuple[np.ndarray, np.ndarray]:
     for name in names:
         with Image.open(PHOTOS / name) as image:
             image.draft(mode, (size, size))  # JPEG DCT downscale to ≥ size: fast decode
-            pixels = image.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+            image = image.convert(mode)
+            box = None
+            if fit == "crop":
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                box = (left, top, left + side, top + side)
+            pixels = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
         array = np.asarray(pixels, dtype=np.uint8)
         images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
         labels.append(1 if name.startswith("dog") else 0)
@@ -74,10 +82,20 @@ class Normaliser:
     """`channel`: (x - mean_c)/std_c with train-split statistics per channel.
     `image`: each photo standardised by its own mean and std over all its values.
     `image_channel`: each photo standardised per channel by its own statistics.
-    `pixel`: each input feature standardised by its train-split mean and std."""
+    `pixel`: each input feature standardised by its train-split mean and std.
+    `zca`: `channel`, then ZCA whitening x ← x U diag(1/√(λ + eps)) Uᵀ from the eigenpairs
+    (λ, U) of the train split's feature covariance (Coates & Ng; Lin et al. 2015)."""
 
-    def __init__(self, kind: str, train: torch.Tensor) -> None:
+    def __init__(self, kind: str, train: torch.Tensor, eps: float = 0.1) -> None:
         self.kind = kind
+        if kind == "zca":
+            self.mean = train.mean(dim=(0, 2, 3), keepdim=True)
+            self.std = train.std(dim=(0, 2, 3), keepdim=True)
+            flat = ((train - self.mean) / self.std).flatten(1).double()
+            flat = flat - flat.mean(0)
+            eigenvalues, vectors = torch.linalg.eigh(flat.T @ flat / len(flat))
+            scale = (eigenvalues.clamp_min(0) + eps).rsqrt()
+            self.whiten = ((vectors * scale) @ vectors.T).float()
         if kind == "channel":
             self.mean = train.mean(dim=(0, 2, 3), keepdim=True)
             self.std = train.std(dim=(0, 2, 3), keepdim=True)
@@ -86,6 +104,9 @@ class Normaliser:
             self.std = train.std(dim=0, keepdim=True)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "zca":
+            flat = ((x - self.mean) / self.std).flatten(1) @ self.whiten
+            return flat.reshape(x.shape)
         if self.kind in ("channel", "pixel"):
             return (x - self.mean) / self.std
         dims = (1, 2, 3) if self.kind == "image" else (2, 3)
@@ -253,7 +274,7 @@ def mixup(
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    x_all, y_all = decode(args.size, args.colour)
+    x_all, y_all = decode(args.size, args.colour, args.fit)
     train_idx, val_idx = stratified_split(y_all)
     if args.train_fraction < 1:  # learning curve: a stratified-enough random part of train
         keep = np.random.default_rng(1).permutation(len(train_idx))
@@ -261,7 +282,7 @@ def run(args: argparse.Namespace) -> dict:
     x = (torch.from_numpy(x_all).float() / 255).to(device)
     y = torch.from_numpy(y_all).float().to(device)
     x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    normalise = Normaliser(args.norm, x_train)
+    normalise = Normaliser(args.norm, x_train, args.zca_eps)
 
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # dropout masks
@@ -286,13 +307,22 @@ def run(args: argparse.Namespace) -> dict:
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         order = torch.argsort(torch.rand(members, n, generator=gen), dim=1).to(device)
+        if args.shared_batches:  # every member the same batches (as the product's ensemble)
+            order = order[:1].expand(members, -1)
         for k in range(steps_per_epoch):
             idx = order[:, k * args.batch : (k + 1) * args.batch]
-            xb = augment(x_train[idx.flatten()], args, gen)
-            xb = normalise(xb).reshape(members, args.batch, -1)
-            yb = y_train[idx]
-            if args.mixup > 0:
-                xb, yb = mixup(xb, yb, args.mixup, gen)
+            if args.shared_batches:  # one augmentation and one mixup draw for all members
+                xb = normalise(augment(x_train[idx[0]], args, gen)).reshape(1, args.batch, -1)
+                yb = y_train[idx[:1]]
+                if args.mixup > 0:
+                    xb, yb = mixup(xb, yb, args.mixup, gen)
+                xb, yb = xb.expand(members, -1, -1), yb.expand(members, -1)
+            else:
+                xb = augment(x_train[idx.flatten()], args, gen)
+                xb = normalise(xb).reshape(members, args.batch, -1)
+                yb = y_train[idx]
+                if args.mixup > 0:
+                    xb, yb = mixup(xb, yb, args.mixup, gen)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, total, args)
             # Sum over members: each member's gradient is that of its own mean loss.
@@ -351,8 +381,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--colour", choices=["rgb", "gray"], default="rgb")
     p.add_argument(
-        "--norm", choices=["channel", "image", "image_channel", "pixel"], default="channel"
+        "--norm", choices=["channel", "image", "image_channel", "pixel", "zca"], default="channel"
     )
+    p.add_argument("--zca-eps", type=float, default=0.1, help="added to each eigenvalue")
+    p.add_argument("--fit", choices=["squash", "crop"], default="squash")
+    p.add_argument("--shared-batches", action="store_true", help="all members see the same batches")
     p.add_argument("--hidden", default="1024,256")
     p.add_argument("--init", choices=["torch", "he"], default="torch")
     p.add_argument("--bn", action="store_true")
