@@ -69,7 +69,7 @@ class DataConfig(Section):
     """channel: (pixel/255 - mean_c) / std_c per colour channel, from the training split.
     zca: that, then ZCA whitening, (x - μ)W with W = Σ^(-1/2) regularised by zca_epsilon,
     Σ the training split's feature covariance; at most 4,096 features (3 × 36² or 64²)."""
-    zca_epsilon: float = Field(0.1, gt=0.0)
+    zca_epsilon: float = Field(0.01, gt=0.0)
     """zca: added to each eigenvalue of Σ (features of variance ~1), damping the directions
     of tiny variance (fine, noisy detail) instead of amplifying them without bound."""
     augment: AugmentConfig = AugmentConfig()
