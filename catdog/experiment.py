@@ -45,4 +45,11 @@ def fresh_folder(parent: Path, label: str, key: str) -> Path:
 def run(config: Config, label: str, data: PreparedData | None = None) -> Summary:
     # Under torchrun rank 0 makes the one folder and every rank trains into it.
     run_dir = distributed.on_main(lambda: new_run_dir(config, label))
-    return train(config, run_dir, data=data)
+    try:
+        return train(config, run_dir, data=data)
+    except BaseException:
+        # A run that stopped before writing anything (no photos at data.root, say) leaves no
+        # empty folder behind to block the retry under the same output.name.
+        if distributed.is_main() and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise

@@ -112,3 +112,15 @@ def test_bad_input_is_one_line_and_exit_2(
     for word in words:
         assert word in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_failed_start_leaves_no_folder_to_block_the_retry(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    named = ["--set", f"output.dir={tmp_path}", "--set", "output.name=retry", *FAST]
+    missing = catdog("train", "--set", f"data.root={tmp_path / 'typo'}", *named)
+    assert missing.returncode == 2, missing.stderr
+    assert not (tmp_path / "retry").exists()
+    fixed = catdog("train", "--set", f"data.root={demo_photos}", *named)
+    assert fixed.returncode == 0, fixed.stderr
+    assert (tmp_path / "retry" / "last.pt").is_file()
