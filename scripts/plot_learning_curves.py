@@ -28,7 +28,7 @@ def main(out: Path, runs: list[Path]) -> None:
         loss.plot(epochs, [r["val_loss"] for r in rows], lw=1, color=line.get_color())
         loss.plot(epochs, [r["train_loss"] for r in rows], lw=1, ls="--", color=line.get_color())
         line.set_label(run_dir.name)
-    accuracy.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(55, 75))
+    accuracy.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(55, 77))
     accuracy.axhline(72, color="grey", lw=0.8, ls=":")
     accuracy.legend(fontsize=7)
     loss.set(xlabel="epoch", ylabel="BCE loss (solid: validation, dashed: train)")

@@ -19,7 +19,7 @@ def main() -> None:
     rows = [json.loads(line) for path in args.results for line in path.read_text().splitlines()]
     if args.sort != "finish":
         rows.sort(key=lambda row: -row["val_mean" if args.sort == "val" else "ens"])
-    print("| run | seeds | val (mean ± std) | +TTA | ens | ens +TTA | train acc | GPU s |")
+    print("| run | seeds | val (mean ± std) | +TTA | ens | ens +TTA | train acc | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(
