@@ -15,14 +15,14 @@ class MLP(nn.Module):
     numerically stable log-sigmoid form.
 
     members = 1 is one network of `nn.Linear` layers; `forward` gives z of shape (B,).
-    whiten = True puts a fixed (untrained) linear map x ↦ (x − μ) W before the first layer,
-    `Whitening`; its μ and W are buffers, set once from the training photos and saved with the
-    weights, so every use of the network reads its input the same way.
-
     members = N > 1 is N independent networks (own init, own dropout masks) evaluated in one
     batched matrix product per layer, h_k ← b_k + h_k W_k for k = 1…N (`torch.baddbmm`);
     `forward` gives (B, N), column k being member k's logit. `probability` averages the
     members' P(dog): p = (1/N) Σ_k σ(z_k).
+
+    whiten = True puts a fixed (untrained) linear map x ↦ (x − μ) W before the first layer,
+    `Whitening`, shared by all members; its μ and W are buffers, set once from the training
+    photos and saved with the weights, so every use of the network reads its input the same way.
     """
 
     def __init__(
