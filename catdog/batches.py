@@ -28,13 +28,9 @@ def channel_stats(pixels: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, 
     memmap larger than RAM streams through, then mean = sum(v * n_v) / (255 n) and
     var = sum(v^2 * n_v) / (255^2 n) - mean^2 in float64. Returned as float32, shape (C,).
     """
-    rows = np.sort(np.asarray(indices, dtype=np.int64))  # ascending reads suit a memmap
-    if len(rows) == 0:
-        raise DataError("channel_stats: no rows given; the training split is empty")
     channels = pixels.shape[1]
     counts = np.zeros((channels, 256), dtype=np.int64)
-    for start in range(0, len(rows), _STATS_ROWS):
-        chunk = pixels[rows[start : start + _STATS_ROWS]]
+    for chunk in _row_chunks(pixels, indices, "channel_stats"):
         for channel in range(channels):
             counts[channel] += np.bincount(chunk[:, channel].ravel(), minlength=256)
     levels = np.arange(256, dtype=np.float64) / 255.0
@@ -62,25 +58,33 @@ def zca_whitening(
     """
     if epsilon <= 0:
         raise ValueError(f"zca epsilon={epsilon}: must be > 0")
-    rows = np.sort(np.asarray(indices, dtype=np.int64))
-    if len(rows) == 0:
-        raise DataError("zca_whitening: no rows given; the training split is empty")
     features = int(np.prod(pixels.shape[1:]))
     scale, offset = (a.double() for a in _affine(mean, std, torch.device("cpu")))
     total = torch.zeros(features, dtype=torch.float64)
     products = torch.zeros(features, features, dtype=torch.float64)
-    for start in range(0, len(rows), _STATS_ROWS):
-        chunk = torch.from_numpy(pixels[rows[start : start + _STATS_ROWS]]).double()
-        x = (chunk * scale - offset).flatten(1)
+    count = 0
+    for chunk in _row_chunks(pixels, indices, "zca_whitening"):
+        x = (torch.from_numpy(chunk).double() * scale - offset).flatten(1)
         total += x.sum(dim=0)
         products += x.T @ x
-    feature_mean = total / len(rows)
-    covariance = products / len(rows) - torch.outer(feature_mean, feature_mean)
+        count += len(x)
+    feature_mean = total / count
+    covariance = products / count - torch.outer(feature_mean, feature_mean)
     eigenvalues, vectors = torch.linalg.eigh(covariance)
     # Round-off can leave tiny negative eigenvalues; a variance is >= 0.
     gains = (eigenvalues.clamp_min(0.0) + epsilon).rsqrt()
     matrix = (vectors * gains) @ vectors.T
     return feature_mean.float().numpy(), matrix.float().numpy()
+
+
+def _row_chunks(pixels: np.ndarray, indices: np.ndarray, caller: str) -> Iterator[np.ndarray]:
+    """Rows `indices` of `pixels`, read in ascending order (as a memmap likes) in chunks of
+    `_STATS_ROWS`, so statistics over an array larger than RAM stream through."""
+    rows = np.sort(np.asarray(indices, dtype=np.int64))
+    if len(rows) == 0:
+        raise DataError(f"{caller}: no rows given; the training split is empty")
+    for start in range(0, len(rows), _STATS_ROWS):
+        yield pixels[rows[start : start + _STATS_ROWS]]
 
 
 @dataclass(frozen=True)
