@@ -84,8 +84,6 @@ class PreparedData:
     val_indices: np.ndarray
     mean: np.ndarray
     std: np.ndarray
-    # ZCA whitening (μ, W) of the normalised training inputs; None unless asked for.
-    whitening: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def in_features(self) -> int:
@@ -119,10 +117,7 @@ def prepare_data(config: Config, progress: bool = True) -> PreparedData:
             f"{data.root}: no photos left for training; add photos or lower data.val_fraction"
         )
     mean, std = channel_stats(images.pixels, train_indices)
-    whitening = None
-    if data.normalization == "zca":
-        whitening = zca_whitening(images.pixels, train_indices, mean, std, data.zca_epsilon)
-    return PreparedData(images, train_indices, val_indices, mean, std, whitening)
+    return PreparedData(images, train_indices, val_indices, mean, std)
 
 
 # --- building blocks ------------------------------------------------------------------------
@@ -318,11 +313,10 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(config, data.in_features).to(device)
     if model.whitening is not None and checkpoint is None:  # a resumed run loads its own
-        if data.whitening is None:  # data prepared by the caller for another normalisation
-            data.whitening = zca_whitening(
-                data.images.pixels, data.train_indices, data.mean, data.std, config.data.zca_epsilon
-            )
-        model.whitening.set(*(torch.from_numpy(array) for array in data.whitening))
+        whitening = zca_whitening(
+            data.images.pixels, data.train_indices, data.mean, data.std, config.data.zca_epsilon
+        )
+        model.whitening.set(*(torch.from_numpy(array) for array in whitening))
     optimizer = build_optimizer(
         config.optimizer.name, model.parameters(), **optimizer_arguments(config)
     )
