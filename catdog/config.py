@@ -75,12 +75,16 @@ class DataConfig(Section):
     of tiny variance (fine, noisy detail) instead of amplifying them without bound."""
     augment: AugmentConfig = AugmentConfig()
 
+    @property
+    def in_features(self) -> int:
+        """Numbers per flattened photo: channels × image_size²."""
+        return (1 if self.grayscale else 3) * self.image_size**2
+
     @model_validator(mode="after")
     def _zca_fits(self) -> "DataConfig":
-        features = (1 if self.grayscale else 3) * self.image_size**2
-        if self.normalization == "zca" and features > ZCA_MAX_FEATURES:
+        if self.normalization == "zca" and self.in_features > ZCA_MAX_FEATURES:
             raise ValueError(
-                f"normalization=zca whitens {features:,} features here, more than the "
+                f"normalization=zca whitens {self.in_features:,} features here, more than the "
                 f"{ZCA_MAX_FEATURES:,} its covariance matrix allows; lower data.image_size or "
                 "use data.normalization: channel"
             )

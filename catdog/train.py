@@ -154,9 +154,7 @@ def check_population_fits(config: Config, device: torch.device) -> None:
     optimizer = OPTIMIZERS[config.optimizer.name]
     if not hasattr(optimizer, "memory_bytes"):
         return
-    channels = 1 if config.data.grayscale else 3
-    in_features = channels * config.data.image_size**2
-    widths = [in_features, *config.model.hidden, 1]
+    widths = [config.data.in_features, *config.model.hidden, 1]
     weights = config.model.ensemble * sum((a + 1) * b for a, b in itertools.pairwise(widths))
     population = optimizer_arguments(config).get("population", 32)
     needed = optimizer.memory_bytes(weights, population)
