@@ -12,12 +12,10 @@ from typing import Any
 
 import torch
 
+from catdog.errors import CheckpointError
+
 FORMAT = "catdog-checkpoint-v1"
 REQUIRED = ("format", "model", "config", "normalization")
-
-
-class CheckpointError(ValueError):
-    """A missing, unreadable, untrusted or foreign checkpoint, in one line."""
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:

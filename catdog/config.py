@@ -22,15 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from catdog.errors import ConfigError
 from catdog.optim import OPTIMIZERS
 
 # ZCA needs the eigendecomposition of a features × features matrix: at 4,096² that took 17 s
 # on a 2-core machine (768², the default: 0.1 s).
 ZCA_MAX_FEATURES = 4096
-
-
-class ConfigError(ValueError):
-    """A configuration problem, described in one line that names the key or file."""
 
 
 class Section(BaseModel):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog.errors import DataError
+
 CLASS_NAMES = ("cat", "dog")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"})
 
@@ -27,10 +29,6 @@ _EXPECTED = (
     "expected Kaggle's flat layout (cat.1.jpg, dog.1.jpg, ...) "
     "or class folders (cat/ and dog/, cats/ and dogs/, Cat/ and Dog/)"
 )
-
-
-class DataError(ValueError):
-    """Bad photos or folders: the message names the path and what to do (CLI exit code 2)."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ import numpy as np
 from PIL import ExifTags, Image
 from tqdm import tqdm
 
-from catdog.data import DataError, PhotoSet
+from catdog.data import PhotoSet
+from catdog.errors import DataError, UnreadablePhotoError
 
 try:
     import fcntl
@@ -46,10 +47,6 @@ DRAFT_FACTOR = 2  # JPEGs are decoded at >= 2x the target size before the final 
 
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-
-
-class UnreadablePhotoError(DataError):
-    """A photo file that Pillow can't decode (truncated, empty, not an image)."""
 
 
 @dataclass
