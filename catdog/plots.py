@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from catdog.optim.ewa import ewa
+
 Rows = Sequence[dict[str, float]]
 """metrics.csv rows: epoch, train_loss, val_loss, val_accuracy, lr, seconds, elapsed."""
 
@@ -52,39 +54,74 @@ def plot_curves(rows: Rows, path: Path, title: str = "") -> Path:
 
 @dataclass
 class Curve:
-    """One run of a comparison: its legend label and metrics rows."""
+    """One run of a comparison, or one planned run over its seeds."""
 
     label: str
     rows: Rows
+    """metrics.csv rows of the run (of its first seed when `seeds` is given)."""
+    seeds: Sequence[Rows] = ()
+    """Every seed's metrics rows: the panels draw their mean and a band of ± 1 std."""
+    steps: Sequence[Rows] = ()
+    """steps.csv rows of each seed (or of the run), for the per-step panel."""
+    failed: str = ""
+    """"diverged" or "stuck": drawn thin and marked; the axes are not fitted to it."""
+
+    @property
+    def runs(self) -> Sequence[Rows]:
+        return self.seeds or [self.rows]
+
+
+STEP_EPOCHS = 3
+"""The per-step panel shows the first this many epochs: where the optimizers differ most."""
+STEP_SMOOTHING = 0.9
+"""β of the per-step loss's bias-corrected moving average."""
 
 
 def plot_comparison(
-    curves: Sequence[Curve], path: Path, title: str = "", target_loss: float | None = None
+    curves: Sequence[Curve],
+    path: Path,
+    title: str = "",
+    target_loss: float | None = None,
+    log_y: bool = False,
 ) -> Path:
-    """Several runs, one colour each: loss per epoch and per second, accuracy per epoch.
+    """Several runs, one colour each: loss per epoch and per second, accuracy per epoch, and
+    (when the runs logged steps) the smoothed training loss per step over the first epochs.
 
     Loss panels draw validation loss solid and training loss dashed; `target_loss` is a
-    dotted line on both. The legend sits under the panels, one run a line, so long labels
-    never squeeze or cover a curve.
+    dotted line on both. Over seeds each line is the mean and the band ± 1 standard deviation.
+    The loss axes fit the runs that learned, so a stuck run's 0.5 does not squash the rest.
+    The legend sits under the panels, one run a line, so long labels never squeeze or cover
+    a curve.
     """
     has_target = target_loss is not None and math.isfinite(target_loss)
+    has_steps = any(curve.steps for curve in curves)
     legend_lines = len(curves) + 2 + has_target
-    figure = new_figure(15, 4.5 + 0.22 * legend_lines)
+    rows_of_panels = 2 if has_steps else 1
+    figure = new_figure(15, 4.5 * rows_of_panels + 0.22 * legend_lines)
     if title:
         figure.suptitle(title)
-    per_epoch, per_second, accuracy = figure.subplots(1, 3)
+    panels = figure.subplots(rows_of_panels, 3, squeeze=False)
+    per_epoch, per_second, accuracy = panels[0]
+    fitted: list[float] = []
+    banded = any(len(curve.runs) > 1 for curve in curves)
     for index, curve in enumerate(curves):
         colour = f"C{index % 10}"
-        epochs = [row["epoch"] for row in curve.rows]
-        seconds = [row["elapsed"] for row in curve.rows]
-        train_loss = [row["train_loss"] for row in curve.rows]
-        val_loss = [row["val_loss"] for row in curve.rows]
-        val_accuracy = [row["val_accuracy"] for row in curve.rows]
-        per_epoch.plot(epochs, val_loss, "o-", color=colour, markersize=3)
-        per_epoch.plot(epochs, train_loss, "--", color=colour, alpha=0.7)
-        per_second.plot(seconds, val_loss, "o-", color=colour, markersize=3)
-        per_second.plot(seconds, train_loss, "--", color=colour, alpha=0.7)
-        accuracy.plot(epochs, val_accuracy, "o-", color=colour, markersize=3)
+        width = 0.8 if curve.failed else 1.5
+        epochs, mean, spread = _mean_curves(curve.runs)
+        for key, style, axes_pair in (
+            ("val_loss", "o-", (per_epoch, per_second)),
+            ("train_loss", "--", (per_epoch, per_second)),
+        ):
+            for axes, x in zip(axes_pair, (epochs, mean["elapsed"]), strict=True):
+                axes.plot(x, mean[key], style, color=colour, markersize=3, linewidth=width)
+                if banded:
+                    _band(axes, x, mean[key], spread[key], colour)
+            if not curve.failed:
+                fitted += [m + s for m, s in zip(mean[key], spread[key], strict=True)]
+                fitted += [m - s for m, s in zip(mean[key], spread[key], strict=True)]
+        accuracy.plot(epochs, mean["val_accuracy"], "o-", color=colour, markersize=3)
+        if banded:
+            _band(accuracy, epochs, mean["val_accuracy"], spread["val_accuracy"], colour)
     if has_target:
         for axes in (per_epoch, per_second):
             axes.axhline(target_loss, color="grey", linestyle=":", linewidth=1)
@@ -92,18 +129,95 @@ def plot_comparison(
     _label(per_second, "training seconds", "loss", "Loss against wall-clock time")
     _label(accuracy, "epoch", "accuracy", "Validation accuracy")
     _integer_epochs(per_epoch, accuracy)
+    for axes in (per_epoch, per_second):
+        _fit(axes, fitted, log_y)
+    if has_steps:
+        _steps_panel(figure, panels[1], curves, log_y)
 
     handles = [
         Line2D([], [], color=f"C{i % 10}", marker="o", markersize=3) for i in range(len(curves))
     ]
-    names = [curve.label for curve in curves]
+    names = [curve.label + (f" ({curve.failed})" if curve.failed else "") for curve in curves]
     handles += [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
     names += ["validation loss", "training loss"]
+    if banded:
+        names[-2] += " (mean over seeds; band: ± 1 std)"
     if has_target:
         handles.append(Line2D([], [], color="grey", linestyle=":"))
         names.append(f"target loss {target_loss:.4g}")
     figure.legend(handles, names, loc="outside lower center", frameon=False)
     return save(figure, path)
+
+
+def _mean_curves(
+    runs: Sequence[Rows],
+) -> tuple[list[float], dict[str, list[float]], dict[str, list[float]]]:
+    """Per epoch, the mean and standard deviation (0 for one run) over the runs that have it."""
+    keys = ("train_loss", "val_loss", "val_accuracy", "elapsed")
+    longest = max((len(rows) for rows in runs), default=0)
+    epochs: list[float] = []
+    mean: dict[str, list[float]] = {key: [] for key in keys}
+    spread: dict[str, list[float]] = {key: [] for key in keys}
+    for e in range(longest):
+        present = [rows[e] for rows in runs if len(rows) > e]
+        epochs.append(present[0]["epoch"])
+        for key in keys:
+            values = [row[key] for row in present]
+            mu = sum(values) / len(values)
+            var = sum((v - mu) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0
+            mean[key].append(mu)
+            spread[key].append(math.sqrt(var))
+    return epochs, mean, spread
+
+
+def _band(
+    axes: Axes, x: Sequence[float], mean: Sequence[float], std: Sequence[float], colour: str
+) -> None:
+    low = [m - s for m, s in zip(mean, std, strict=True)]
+    high = [m + s for m, s in zip(mean, std, strict=True)]
+    axes.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+
+
+def _fit(axes: Axes, values: Sequence[float], log_y: bool) -> None:
+    """Loss limits around `values` (the runs that learned) with a 5% margin; log if asked."""
+    finite = [v for v in values if math.isfinite(v) and (v > 0 or not log_y)]
+    if log_y:
+        axes.set_yscale("log")
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    if log_y:
+        span = math.log10(high / low) if high > low else 1.0
+        axes.set_ylim(low / 10 ** (0.05 * span), high * 10 ** (0.05 * span))
+    else:
+        margin = 0.05 * (high - low) if high > low else 0.05 * abs(high) or 0.05
+        axes.set_ylim(low - margin, high + margin)
+
+
+def _steps_panel(figure: Figure, row: Sequence[Axes], curves: Sequence[Curve], log_y: bool) -> None:
+    """The smoothed per-step training loss over the first STEP_EPOCHS epochs, across the row."""
+    for axes in row[1:]:
+        axes.remove()
+    axes = row[0]
+    spec = row[0].get_subplotspec().get_gridspec()
+    axes.set_subplotspec(spec[1, :])
+    fitted: list[float] = []
+    for index, curve in enumerate(curves):
+        for number, steps in enumerate(curve.steps):
+            shown = [s for s in steps if s["epoch"] <= STEP_EPOCHS and math.isfinite(s["loss"])]
+            smooth = ewa([s["loss"] for s in shown], STEP_SMOOTHING, bias_correction=True)
+            axes.plot(
+                [s["epoch"] for s in shown],
+                smooth,
+                color=f"C{index % 10}",
+                linewidth=0.6 if curve.failed else 1.0,
+                alpha=1.0 if number == 0 else 0.5,
+            )
+            if not curve.failed:
+                fitted += smooth
+    title = f"Training loss per step (moving average, β = {STEP_SMOOTHING}), first epochs"
+    _label(axes, "epoch", "batch loss", title)
+    _fit(axes, fitted, log_y)
 
 
 def _label(axes: Axes, x: str, y: str, title: str) -> None:
