@@ -335,7 +335,7 @@ def test_killed_writer_never_leaves_a_readable_cache(tmp_path: Path) -> None:
         [sys.executable, str(script), str(folder), str(cache)], env=child_env()
     )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(cache.glob("*.tmp-*/all.npy")):
+    while time.monotonic() < deadline and not list(cache.glob("*.tmp-*/pixels.npy")):
         time.sleep(0.001)
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=30)
