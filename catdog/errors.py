@@ -10,6 +10,7 @@ without paying for torch's import on `--help`.
 | UnreadablePhotoError | 2           | one photo can't be decoded (a DataError)                  |
 | CheckpointError      | 2           | a missing, unreadable, untrusted or foreign checkpoint    |
 | Diverged             | 3           | the loss became NaN or infinite                           |
+| Stuck                | 4           | MSE at the saturated-sigmoid plateau (stop_when_stuck)    |
 | Interrupted          | 128 + signal| stopped on a signal after writing a resumable checkpoint  |
 """
 
@@ -38,6 +39,12 @@ class Diverged(RuntimeError):
     on_every_rank = True
 
 
+class Stuck(RuntimeError):
+    """Training and validation loss sat at the saturated-sigmoid plateau (see `catdog.stuck`)."""
+
+    on_every_rank = True  # every rank sees the same merged metrics row
+
+
 class Interrupted(RuntimeError):
     """Training stopped on a signal after writing a resumable checkpoint."""
 
@@ -57,5 +64,6 @@ EXIT_CODES: dict[type[BaseException], int] = {
     DataError: 2,
     CheckpointError: 2,
     Diverged: 3,
+    Stuck: 4,
 }
 """Exit codes of the errors with a fixed one (Interrupted carries its own)."""
