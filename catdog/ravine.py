@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from catdog.optim import build_optimizer
+from catdog.optim import build_optimizer, step
 
 CURVATURES = (1.0, 100.0)
 """(μ, L): the curvature along and across the valley."""
@@ -95,15 +95,11 @@ def descend(
 
     path = [w.detach().clone()]
     arrived = None
-    for step in range(1, max_steps + 1):
-        if getattr(opt, "needs_closure", False):
-            opt.step(closure)
-        else:
-            closure()
-            opt.step()
+    for count in range(1, max_steps + 1):
+        step(opt, closure)
         path.append(w.detach().clone())
         if ravine(path[-1]).item() < tolerance:
-            arrived = step
+            arrived = count
             break
     weights = torch.stack(path)
     return Descent(label, optimizer, hyperparameters, weights, ravine(weights), arrived)

@@ -2,6 +2,7 @@
 
 import io
 import itertools
+import re
 from collections.abc import Callable
 
 import pytest
@@ -307,6 +308,31 @@ def test_missing_closure_is_a_clear_error() -> None:
 def test_bad_hyperparameters_name_the_value(bad: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         Genetic(linear_model().parameters(), **bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (dict(population=8.0), "Invalid population: 8.0 (must be an integer >= 2)"),
+        (dict(population=4, elite=4), "Invalid elite: 4 (must be an integer in 0..3)"),
+        (dict(population=4, tournament=5), "Invalid tournament: 5 (must be an integer in 1..4)"),
+        (
+            dict(crossover="single-point"),
+            "Invalid crossover: 'single-point' (must be 'uniform' or 'blend' or 'none')",
+        ),
+        (dict(mutation_decay=1.5), "Invalid mutation_decay: 1.5 (must be in (0, 1])"),
+        (dict(mutation_rate=0.0), "Invalid mutation_rate: 0.0 (must be in (0, 1])"),
+        (dict(mutation_std=float("inf")), "Invalid mutation_std: inf (must be >= 0)"),
+    ],
+)
+def test_bad_hyperparameters_read_as_the_other_optimizers_do(bad: dict, message: str) -> None:
+    """One message format for every optimizer: "Invalid <name>: <value> (must be …)"."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Genetic(linear_model().parameters(), **bad)
+
+
+def test_mutation_rate_and_decay_may_be_one() -> None:
+    Genetic(linear_model().parameters(), mutation_rate=1.0, mutation_decay=1)
 
 
 def test_learning_rate_is_not_a_hyperparameter() -> None:

@@ -16,10 +16,13 @@ from catdog.optim import (
     OPTIMIZERS,
     SGD,
     Adam,
+    Genetic,
     Momentum,
     Nesterov,
+    Optimizer,
     RMSprop,
     build_optimizer,
+    step,
 )
 from tests.optim_helpers import DEVICES, one_thread  # noqa: F401
 
@@ -85,8 +88,83 @@ def test_registry_builds_each_class_with_its_hyperparameters() -> None:
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_only_literal_nesterov_needs_a_closure(config: str) -> None:
     optimizer = build(config, [torch.zeros(2, requires_grad=True)])
-    assert getattr(optimizer, "needs_closure", False) is (config == "nesterov-lookahead")
-    assert getattr(optimizer, "uses_gradients", True) is True
+    assert isinstance(optimizer, Optimizer)
+    assert optimizer.needs_closure is (config == "nesterov-lookahead")
+    assert optimizer.uses_gradients is True
+
+
+def test_the_genetic_algorithm_declares_it_evaluates_the_closure_without_gradients() -> None:
+    assert issubclass(Genetic, Optimizer)
+    assert Genetic.uses_gradients is False
+    assert Genetic.needs_closure is True
+
+
+class CountingSGD(SGD):
+    """SGD that counts its `step` calls and whether each was given the closure."""
+
+    def __init__(self, params: Any, lr: float) -> None:
+        super().__init__(params, lr)
+        self.calls: list[bool] = []
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        self.calls.append(closure is not None)
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("needs_closure", [False, True])
+def test_step_runs_the_closure_once_itself_or_hands_it_over(needs_closure: bool) -> None:
+    """`step(optimizer, closure)`: one forward/backward either way, and the loss it returned."""
+    weight = torch.nn.Parameter(torch.tensor([3.0, -1.0]))
+    optimizer = CountingSGD([weight], lr=0.25)
+    optimizer.needs_closure = needs_closure
+    evaluations = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = (weight**2).sum()
+        loss.backward()
+        evaluations.append(loss.item())
+        return loss
+
+    loss = step(optimizer, closure)
+    assert evaluations == [10.0]
+    assert optimizer.calls == [needs_closure]
+    assert loss.item() == 10.0 and not loss.requires_grad
+    assert weight.tolist() == [1.5, -0.5]  # w - 0.25·2w
+
+
+def test_step_returns_the_genetic_algorithms_best_loss_as_a_tensor() -> None:
+    weight = torch.nn.Parameter(torch.tensor([3.0, -1.0]))
+    optimizer = Genetic([weight], population=6, mutation_std=0.5)
+    losses = []
+
+    def closure() -> torch.Tensor:
+        losses.append((weight**2).sum().item())
+        return (weight**2).sum()
+
+    with torch.no_grad():
+        loss = step(optimizer, closure)
+    assert len(losses) == 6  # one evaluation per member, made by the optimizer itself
+    assert loss.item() == pytest.approx(min(losses))
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_memory_bytes_covers_the_state_the_optimizer_keeps(config: str) -> None:
+    """The estimate the loop checks before a run is at least the state a step really allocates."""
+    model, x, y = separable_problem("cpu")
+    model = model.double()
+    hyperparameters = CONFIGS[config][1]
+    optimizer = build(config, model.parameters())
+    take_step(optimizer, model, x.double(), y.double())
+    weights = sum(p.numel() for p in model.parameters())
+    kept = sum(
+        value.nbytes
+        for state in optimizer.state.values()
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and key != "step"
+    )
+    estimate = type(optimizer).memory_bytes(weights, dtype=torch.float64, **hyperparameters)
+    assert kept <= estimate <= kept + 2 * weights * 8  # plus at most two temporaries
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -156,11 +234,7 @@ def test_params_without_grads_are_untouched(config: str) -> None:
 
     for _ in range(3):
         frozen_before = frozen.detach().clone()
-        if getattr(optimizer, "needs_closure", False):
-            optimizer.step(closure)
-        else:
-            closure()
-            optimizer.step()
+        step(optimizer, closure)
         assert torch.equal(frozen, frozen_before)
     assert torch.equal(unused, unused_before)
     assert not optimizer.state.get(unused)
@@ -237,11 +311,11 @@ def test_bias_correction_counts_steps_per_parameter(config: str) -> None:
     together = build(config, [a, b])
     b_alone = torch.nn.Parameter(b.detach().clone())
     alone = build(config, [b_alone])
-    for step in range(1, 11):
+    for count in range(1, 11):
         together.zero_grad()
         alone.zero_grad()
         loss = ((a - 1) ** 2).sum()
-        if step > 3:
+        if count > 3:
             loss = loss + 0.5 * ((b + 2) ** 2).sum()
             (0.5 * ((b_alone + 2) ** 2)).sum().backward()
             alone.step()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from catdog.model import MLP
-from catdog.optim import Momentum, Nesterov
+from catdog.optim import Momentum, Nesterov, ewa
 from tests.optim_helpers import DEVICES, Factory, make_problem, one_thread, train  # noqa: F401
 
 
@@ -122,6 +122,27 @@ def test_ema_differs_from_torch_dampening_by_exactly_the_first_gradient_decayed(
         weight_gap = theirs.detach() - ours.detach()
         predicted = -lr * g1 * beta * (1 - beta**t) / (1 - beta)
         torch.testing.assert_close(weight_gap, predicted, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_ema_velocity_is_ewa_of_the_gradients(device: str, bias_correction: bool) -> None:
+    """The velocity after t steps is `ewa` of the first t gradients (the figures' average), bit for
+    bit: both run the one shared EMA update. With bias correction each step is lr·ewa-corrected."""
+    lr, beta, steps = 0.1, 0.9, 40
+    generator = torch.Generator().manual_seed(8)
+    gradients = torch.randn(steps, 3, 4, generator=generator, dtype=torch.float64).to(device)
+    weight = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.float64, device=device))
+    optimizer = Momentum([weight], lr, beta, "ema", bias_correction)
+    averages = ewa(gradients, beta)
+    corrected = ewa(gradients, beta, bias_correction=True)
+    for t in range(steps):
+        before = weight.detach().clone()
+        weight.grad = gradients[t].clone()
+        optimizer.step()
+        assert torch.equal(optimizer.state[weight]["velocity"], averages[t])
+        moved = corrected[t] if bias_correction else averages[t]
+        torch.testing.assert_close(before - weight.detach(), lr * moved, rtol=1e-12, atol=1e-15)
 
 
 def closed_form_velocity(formulation: str, beta: float, t: int, g: torch.Tensor) -> torch.Tensor:

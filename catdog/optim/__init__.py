@@ -1,20 +1,17 @@
-"""Our optimizers, each a `torch.optim.Optimizer` subclass, and the name → class registry.
+"""Our optimizers, each a `catdog.optim.base.Optimizer`, and the name → class registry.
 
-The training loop builds an optimizer with `build_optimizer(name, params, **hyperparameters)`.
-A class may set two class attributes the loop reads:
-- `needs_closure = True`: `step(closure)` must be given a closure that zeroes the gradients,
-  runs forward and backward, and returns the loss (Nesterov's literal look-ahead). Read it on
-  the instance: `Nesterov` makes it a property, True only with `lookahead=True`.
-- `uses_gradients = False`: the closure returns the loss without backward and is run under
-  `torch.no_grad()` (the genetic algorithm).
+The training loop builds an optimizer with `build_optimizer(name, params, **hyperparameters)` and
+steps it with `step(optimizer, closure)`, which reads the protocol each class declares
+(`needs_closure`, `uses_gradients`; see `catdog.optim.base`). The equations the optimizers share
+(the EMA, the heavy-ball velocity, bias correction, coupled weight decay) live once, in
+`catdog.optim._maths`; `ewa` averages a sequence with the same EMA.
 """
 
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from catdog.optim.adam import Adam
+from catdog.optim.base import Optimizer, step
 from catdog.optim.ewa import ewa
 from catdog.optim.genetic import Genetic
 from catdog.optim.momentum import Momentum
@@ -22,7 +19,7 @@ from catdog.optim.nesterov import Nesterov
 from catdog.optim.rmsprop import RMSprop
 from catdog.optim.sgd import SGD
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": SGD,
     "momentum": Momentum,
     "nesterov": Nesterov,
@@ -32,9 +29,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-def build_optimizer(
-    name: str, params: Iterable[Any], **hyperparameters: Any
-) -> torch.optim.Optimizer:
+def build_optimizer(name: str, params: Iterable[Any], **hyperparameters: Any) -> Optimizer:
     try:
         cls = OPTIMIZERS[name]
     except KeyError:
@@ -50,7 +45,9 @@ __all__ = [
     "Genetic",
     "Momentum",
     "Nesterov",
+    "Optimizer",
     "RMSprop",
     "build_optimizer",
     "ewa",
+    "step",
 ]

@@ -50,23 +50,3 @@ def split_by_device_and_dtype(*lists: Sequence[Any]) -> list[tuple[list[Any], ..
     for index, key in enumerate(keys):
         indices.setdefault(key, []).append(index)
     return [tuple([items[i] for i in run] for items in lists) for run in indices.values()]
-
-
-def with_weight_decay(
-    grads: list[Tensor], params: list[Tensor], weight_decay: float
-) -> list[Tensor]:
-    """`g + weight_decay·w`, coupled as torch does; new tensors, so `.grad` stays untouched."""
-    if weight_decay == 0:
-        return grads
-    return torch._foreach_add(grads, params, alpha=weight_decay)
-
-
-def add_scaled_(targets: list[Tensor], tensors: list[Tensor], scales: list[float]) -> None:
-    """`targets[i] += scales[i] · tensors[i]`, in one pass when all scales agree.
-
-    They agree unless parameters joined at different steps (per-parameter step counts).
-    """
-    if all(scale == scales[0] for scale in scales):
-        torch._foreach_add_(targets, tensors, alpha=scales[0])
-    else:
-        torch._foreach_add_(targets, torch._foreach_mul(tensors, scales))

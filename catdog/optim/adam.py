@@ -7,17 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from catdog.optim import _maths as maths
 from catdog.optim._checks import check_number
-from catdog.optim._foreach import (
-    Closure,
-    evaluate,
-    params_with_grads,
-    split_by_device_and_dtype,
-    with_weight_decay,
-)
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim.base import Optimizer
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(Optimizer):
     r"""Adaptive moment estimation (Kingma & Ba, 2015), with coupled weight decay.
 
     With :math:`g = \nabla_w L + \lambda w`, moments :math:`m_0 = s_0 = 0`, step :math:`t \ge 1`:
@@ -39,6 +35,8 @@ class Adam(torch.optim.Optimizer):
     (:math:`m`), ``second_moment`` (:math:`s`) and ``step`` (a Python int).
     """
 
+    parameter_copies = 3  # the two moments, and the step's denominators
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -47,13 +45,20 @@ class Adam(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
-        _validate(defaults)
-        super().__init__(params, defaults)
+        super().__init__(
+            params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        )
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _validate(self.defaults | param_group)
-        super().add_param_group(param_group)
+    @classmethod
+    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+        check_number("learning rate", hyperparameters.get("lr"), 0.0)
+        betas = hyperparameters.get("betas")
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
+        check_number("beta1 value", betas[0], 0.0, 1.0)
+        check_number("beta2 value", betas[1], 0.0, 1.0)
+        check_number("eps value", hyperparameters.get("eps"), 0.0)
+        check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
@@ -62,30 +67,19 @@ class Adam(torch.optim.Optimizer):
             params, grads = params_with_grads(group, "Adam")
             if not params:
                 continue
-            first_moments: list[Tensor] = []
-            second_moments: list[Tensor] = []
-            steps: list[int] = []
-            for param in params:
-                state = self.state[param]
-                if not state:
-                    state["first_moment"] = torch.zeros_like(
-                        param, memory_format=torch.preserve_format
-                    )
-                    state["second_moment"] = torch.zeros_like(
-                        param, memory_format=torch.preserve_format
-                    )
-                    state["step"] = 0
+            states = [
+                self.initialized_state(p, "first_moment", "second_moment", counts_steps=True)
+                for p in params
+            ]
+            for state in states:
                 state["step"] += 1
-                first_moments.append(state["first_moment"])
-                second_moments.append(state["second_moment"])
-                steps.append(state["step"])
             beta1, beta2 = group["betas"]
             adam(
                 params,
                 grads,
-                first_moments,
-                second_moments,
-                steps,
+                [state["first_moment"] for state in states],
+                [state["second_moment"] for state in states],
+                [state["step"] for state in states],
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -112,28 +106,14 @@ def adam(
     for device_params, device_grads, device_m, device_s, device_steps in split_by_device_and_dtype(
         params, grads, first_moments, second_moments, steps
     ):
-        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
-        # m + (1-β₁)(g - m) = β₁m + (1-β₁)g in one pass.
-        torch._foreach_lerp_(device_m, device_grads, 1 - beta1)
-        torch._foreach_mul_(device_s, beta2)
-        torch._foreach_addcmul_(device_s, device_grads, device_grads, value=1 - beta2)
+        device_grads = maths.with_weight_decay(device_grads, device_params, weight_decay)
+        maths.update_moment_(device_m, device_grads, beta1)
+        maths.update_moment_(device_s, device_grads, beta2, order=2)
         # Bias corrections are per parameter: one added to the model later has taken fewer steps.
-        second_correction_roots = [math.sqrt(1 - beta2**t) for t in device_steps]
+        second_correction_roots = [math.sqrt(maths.bias_correction(beta2, t)) for t in device_steps]
         step_sizes = [
-            -lr * root / (1 - beta1**t)
+            lr * root / maths.bias_correction(beta1, t)
             for root, t in zip(second_correction_roots, device_steps, strict=True)
         ]
-        denominators = torch._foreach_sqrt(device_s)
-        torch._foreach_add_(denominators, [eps * root for root in second_correction_roots])
-        torch._foreach_addcdiv_(device_params, device_m, denominators, step_sizes)
-
-
-def _validate(hyperparameters: dict[str, Any]) -> None:
-    check_number("learning rate", hyperparameters.get("lr"), 0.0)
-    betas = hyperparameters.get("betas")
-    if not isinstance(betas, tuple | list) or len(betas) != 2:
-        raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
-    check_number("beta1 value", betas[0], 0.0, 1.0)
-    check_number("beta2 value", betas[1], 0.0, 1.0)
-    check_number("eps value", hyperparameters.get("eps"), 0.0)
-    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
+        epsilons = [eps * root for root in second_correction_roots]
+        maths.descend_rms_(device_params, device_m, device_s, step_sizes, epsilons)

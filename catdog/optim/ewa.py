@@ -6,6 +6,7 @@ from typing import overload
 import torch
 from torch import Tensor
 
+from catdog.optim import _maths as maths
 from catdog.optim._checks import check_choice, check_number
 
 
@@ -25,19 +26,19 @@ def ewa(
     sum to :math:`1-\beta^t`, so dividing makes them sum to 1 (a constant sequence then averages
     to itself from the first term on). Roughly the last :math:`1/(1-\beta)` values count.
 
-    A list (or other sequence) of numbers gives a list of floats; a tensor is averaged along its
-    first dimension and gives a floating tensor of the same shape (one series per column).
+    The recurrence and the correction are the optimizers' own (`_maths.update_moment_` and
+    `_maths.bias_correction`): `Momentum(formulation="ema")`'s velocity is `ewa` of its gradients.
+
+    A list (or other sequence) of numbers gives a list of floats (averaged in float64); a tensor is
+    averaged along its first dimension and gives a floating tensor of the same shape (one series
+    per column).
     """
     check_number("beta value", beta, 0.0, 1.0)
     check_choice("bias_correction", bias_correction, (False, True))
     if isinstance(sequence, Tensor):
         return _ewa_tensor(sequence, beta, bias_correction)
-    averages: list[float] = []
-    average = 0.0
-    for t, value in enumerate(sequence, start=1):
-        average = beta * average + (1 - beta) * float(value)
-        averages.append(average / (1 - beta**t) if bias_correction else average)
-    return averages
+    values = torch.tensor([float(value) for value in sequence], dtype=torch.float64)
+    return _ewa_tensor(values, beta, bias_correction).tolist()
 
 
 def _ewa_tensor(sequence: Tensor, beta: float, bias_correction: bool) -> Tensor:
@@ -48,7 +49,7 @@ def _ewa_tensor(sequence: Tensor, beta: float, bias_correction: bool) -> Tensor:
     average = values.new_zeros(values.shape[1:])
     # A loop over time, vectorised across the other dimensions: the recurrence is sequential,
     # and the closed-form sum needs β^-k, which overflows for long sequences.
-    for t in range(len(values)):
-        average = beta * average + (1 - beta) * values[t]
-        averages[t] = average / (1 - beta ** (t + 1)) if bias_correction else average
+    for t in range(1, len(values) + 1):
+        maths.update_moment_([average], [values[t - 1]], beta)
+        averages[t - 1] = average / maths.bias_correction(beta, t) if bias_correction else average
     return averages

@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 import torch
 
+from catdog.optim._checks import check_choice, check_integer, check_number
+from catdog.optim.base import Optimizer
+
 Crossover = Literal["uniform", "blend", "none"]
 CROSSOVERS: tuple[str, ...] = ("uniform", "blend", "none")
 
@@ -15,7 +18,7 @@ CROSSOVERS: tuple[str, ...] = ("uniform", "blend", "none")
 _POPULATION_COPIES_AT_PEAK = 4
 
 
-class Genetic(torch.optim.Optimizer):
+class Genetic(Optimizer):
     r"""Evolves a population of weight vectors; one `step` is one generation.
 
     .. math::
@@ -53,6 +56,7 @@ class Genetic(torch.optim.Optimizer):
 
     The closure returns the loss without calling backward, and the training loop runs
     it under `torch.no_grad()` (`uses_gradients = False`); `.grad` is never touched.
+    `step` calls it itself, once per member (`needs_closure = True`).
     There is no learning rate, so `lr` is not accepted.
 
     Memory is population x parameters: the population alone is N*D numbers, and
@@ -75,6 +79,7 @@ class Genetic(torch.optim.Optimizer):
     """
 
     uses_gradients = False
+    needs_closure = True
 
     def __init__(
         self,
@@ -89,20 +94,6 @@ class Genetic(torch.optim.Optimizer):
         mutation_rate: float = 1.0,
         seed: int = 0,
     ) -> None:
-        _check_int("population", population, low=2)
-        _check_int("elite", elite, low=0)
-        if elite >= population:
-            raise ValueError(f"elite={elite} must be less than population={population}")
-        _check_int("tournament", tournament, low=1)
-        if tournament > population:
-            raise ValueError(f"tournament={tournament} must not exceed population={population}")
-        if crossover not in CROSSOVERS:
-            raise ValueError(f"crossover={crossover!r}; choose one of {list(CROSSOVERS)}")
-        _check_float("blend_alpha", blend_alpha, lambda v: 0 <= v < math.inf, "finite and >= 0")
-        _check_float("mutation_std", mutation_std, lambda v: 0 <= v < math.inf, "finite and >= 0")
-        _check_float("mutation_decay", mutation_decay, lambda v: 0 < v <= 1, "in (0, 1]")
-        _check_float("mutation_rate", mutation_rate, lambda v: 0 < v <= 1, "in (0, 1]")
-        _check_int("seed", seed, low=0)
         defaults = dict(
             population=population,
             elite=elite,
@@ -125,13 +116,30 @@ class Genetic(torch.optim.Optimizer):
             raise ValueError("all parameters must share one dtype and device to be flattened")
         self._generator = torch.Generator(device=params_list[0].device)
 
-    @staticmethod
+    @classmethod
+    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+        check_integer("population", hyperparameters.get("population"), 2)
+        population = int(hyperparameters["population"])
+        check_integer("elite", hyperparameters.get("elite"), 0, population - 1)
+        check_integer("tournament", hyperparameters.get("tournament"), 1, population)
+        check_choice("crossover", hyperparameters.get("crossover"), CROSSOVERS)
+        check_number("blend_alpha", hyperparameters.get("blend_alpha"), 0.0)
+        check_number("mutation_std", hyperparameters.get("mutation_std"), 0.0)
+        for rate in ("mutation_decay", "mutation_rate"):
+            check_number(rate, hyperparameters.get(rate), 0.0, 1.0, low_open=True, high_closed=True)
+        check_integer("seed", hyperparameters.get("seed"), 0)
+
+    @classmethod
     def memory_bytes(
-        num_parameters: int, population: int, dtype: torch.dtype = torch.float32
+        cls,
+        weights: int,
+        population: int = 32,
+        dtype: torch.dtype = torch.float32,
+        **hyperparameters: Any,
     ) -> int:
         """Peak bytes breeding allocates: 4 population-sized tensors, 4 * N * D numbers."""
         itemsize = torch.empty((), dtype=dtype).element_size()
-        return _POPULATION_COPIES_AT_PEAK * population * num_parameters * itemsize
+        return _POPULATION_COPIES_AT_PEAK * population * weights * itemsize
 
     @property
     def generation(self) -> int:
@@ -271,14 +279,3 @@ def _tensor_to_bytes(tensor: torch.Tensor) -> bytes:
 
 def _bytes_to_tensor(data: bytes) -> torch.Tensor:
     return torch.tensor(list(data), dtype=torch.uint8)
-
-
-def _check_int(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-
-
-def _check_float(name: str, value: float, ok: Callable[[float], bool], expected: str) -> None:
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not is_number or math.isnan(value) or not ok(value):
-        raise ValueError(f"{name}={value!r} must be {expected}")

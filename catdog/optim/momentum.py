@@ -6,20 +6,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from catdog.optim import _maths as maths
 from catdog.optim._checks import check_choice, check_number
-from catdog.optim._foreach import (
-    Closure,
-    add_scaled_,
-    evaluate,
-    params_with_grads,
-    split_by_device_and_dtype,
-    with_weight_decay,
-)
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim.base import Optimizer
 
 FORMULATIONS = ("ema", "classic")
 
 
-class Momentum(torch.optim.Optimizer):
+class Momentum(Optimizer):
     r"""Descend along a running average of the gradients, the velocity :math:`v` (starts at 0).
 
     With :math:`g = \nabla_w L + \lambda w` and :math:`t = 1, 2, \dots` the step number:
@@ -38,8 +33,11 @@ class Momentum(torch.optim.Optimizer):
     ``classic`` is `torch.optim.SGD(momentum=β)`; ``ema`` is *not* `SGD(dampening=β)`, which
     starts its buffer at :math:`g_1` instead of :math:`(1-\beta)g_1`. Bias correction undoes the
     zero start: for a constant gradient, ``ema`` then steps by exactly :math:`\eta g` every time.
+    The ``ema`` velocity is `ewa` of the gradients, term for term.
     State per parameter: ``velocity`` and ``step`` (a Python int).
     """
+
+    parameter_copies = 1
 
     def __init__(
         self,
@@ -57,12 +55,15 @@ class Momentum(torch.optim.Optimizer):
             "bias_correction": bias_correction,
             "weight_decay": weight_decay,
         }
-        _validate(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _validate(self.defaults | param_group)
-        super().add_param_group(param_group)
+    @classmethod
+    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+        check_number("learning rate", hyperparameters.get("lr"), 0.0)
+        check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
+        check_choice("formulation", hyperparameters.get("formulation"), FORMULATIONS)
+        check_choice("bias_correction", hyperparameters.get("bias_correction"), (False, True))
+        check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
@@ -71,21 +72,14 @@ class Momentum(torch.optim.Optimizer):
             params, grads = params_with_grads(group, "Momentum")
             if not params:
                 continue
-            velocities: list[Tensor] = []
-            steps: list[int] = []
-            for param in params:
-                state = self.state[param]
-                if not state:
-                    state["velocity"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["step"] = 0
+            states = [self.initialized_state(p, "velocity", counts_steps=True) for p in params]
+            for state in states:
                 state["step"] += 1
-                velocities.append(state["velocity"])
-                steps.append(state["step"])
             momentum(
                 params,
                 grads,
-                velocities,
-                steps,
+                [state["velocity"] for state in states],
+                [state["step"] for state in states],
                 lr=group["lr"],
                 beta=group["beta"],
                 formulation=group["formulation"],
@@ -99,7 +93,7 @@ def momentum(
     params: list[Tensor],
     grads: list[Tensor],
     velocities: list[Tensor],
-    steps: list[int],
+    steps: list[int] | None,
     *,
     lr: float,
     beta: float,
@@ -107,28 +101,22 @@ def momentum(
     bias_correction: bool,
     weight_decay: float,
 ) -> None:
-    """One momentum step over lists of tensors; `steps` are the step numbers t, already counted."""
+    """One momentum step over lists of tensors.
+
+    `steps` are the step numbers t, already counted; only bias correction reads them (None
+    without it).
+    """
+    counted = steps if steps is not None else [0] * len(params)
     for device_params, device_grads, device_velocities, device_steps in split_by_device_and_dtype(
-        params, grads, velocities, steps
+        params, grads, velocities, counted
     ):
-        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
+        device_grads = maths.with_weight_decay(device_grads, device_params, weight_decay)
         if formulation == "ema":
-            # v + (1-β)(g - v) = βv + (1-β)g in one pass over memory instead of two.
-            torch._foreach_lerp_(device_velocities, device_grads, 1 - beta)
+            maths.update_moment_(device_velocities, device_grads, beta)
         else:
-            torch._foreach_mul_(device_velocities, beta)
-            torch._foreach_add_(device_velocities, device_grads)
+            maths.update_velocity_(device_velocities, device_grads, beta)
         if bias_correction:
-            # 1-β^t is per parameter: one added to the model later has taken fewer steps.
-            step_sizes = [-lr / (1 - beta**t) for t in device_steps]
-            add_scaled_(device_params, device_velocities, step_sizes)
+            step_sizes = [lr / maths.bias_correction(beta, t) for t in device_steps]
+            maths.descend_(device_params, device_velocities, step_sizes)
         else:
-            torch._foreach_add_(device_params, device_velocities, alpha=-lr)
-
-
-def _validate(hyperparameters: dict[str, Any]) -> None:
-    check_number("learning rate", hyperparameters.get("lr"), 0.0)
-    check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
-    check_choice("formulation", hyperparameters.get("formulation"), FORMULATIONS)
-    check_choice("bias_correction", hyperparameters.get("bias_correction"), (False, True))
-    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
+            maths.descend_(device_params, device_velocities, lr)

@@ -6,17 +6,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from catdog.optim import _maths as maths
 from catdog.optim._checks import check_choice, check_number
-from catdog.optim._foreach import (
-    Closure,
-    evaluate,
-    params_with_grads,
-    split_by_device_and_dtype,
-    with_weight_decay,
-)
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim.base import Optimizer
+from catdog.optim.momentum import momentum
 
 
-class Nesterov(torch.optim.Optimizer):
+class Nesterov(Optimizer):
     r"""Classic momentum, but the gradient is taken at the look-ahead point :math:`w - \eta\beta v`.
 
     With velocity :math:`v_0 = 0` and coupled weight decay :math:`\lambda`:
@@ -29,7 +26,8 @@ class Nesterov(torch.optim.Optimizer):
 
     ``lookahead=True`` does exactly that: `step(closure)` moves the weights to :math:`\tilde w`,
     calls the closure (zero grads, forward, backward, return the loss, which is therefore the
-    loss at :math:`\tilde w`), moves the weights back and updates them. `needs_closure` is True.
+    loss at :math:`\tilde w`), moves the weights back and takes a classic `Momentum` step with
+    that gradient. `needs_closure` is True.
 
     ``lookahead=False`` (torch's `SGD(nesterov=True)`) needs no closure: it stores the look-ahead
     point :math:`p_t = w_t - \eta\beta v_t` instead of :math:`w_t`, so the ordinary gradient at the
@@ -44,6 +42,8 @@ class Nesterov(torch.optim.Optimizer):
     State per parameter: ``velocity``.
     """
 
+    parameter_copies = 1
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -53,19 +53,16 @@ class Nesterov(torch.optim.Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         check_choice("lookahead", lookahead, (False, True))
-        defaults = {"lr": lr, "beta": beta, "weight_decay": weight_decay}
-        _validate(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, {"lr": lr, "beta": beta, "weight_decay": weight_decay})
         self.lookahead = lookahead
+        # Only the literal look-ahead re-evaluates the loss, at the look-ahead point.
+        self.needs_closure = lookahead
 
-    @property
-    def needs_closure(self) -> bool:
-        """Whether `step` must be given a closure: only the literal look-ahead re-evaluates."""
-        return self.lookahead
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _validate(self.defaults | param_group)
-        super().add_param_group(param_group)
+    @classmethod
+    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+        check_number("learning rate", hyperparameters.get("lr"), 0.0)
+        check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
+        check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
@@ -80,11 +77,10 @@ class Nesterov(torch.optim.Optimizer):
         for group in self.param_groups:
             params, grads = params_with_grads(group, "Nesterov")
             if params:
-                velocities = [self._velocity(param) for param in params]
                 nesterov(
                     params,
                     grads,
-                    velocities,
+                    [self.initialized_state(p, "velocity")["velocity"] for p in params],
                     lr=group["lr"],
                     beta=group["beta"],
                     weight_decay=group["weight_decay"],
@@ -99,7 +95,7 @@ class Nesterov(torch.optim.Optimizer):
             moved.append((params, [param.clone() for param in params]))
             if params:
                 velocities = [self.state[param]["velocity"] for param in params]
-                torch._foreach_add_(params, velocities, alpha=-group["lr"] * group["beta"])
+                maths.descend_(params, velocities, group["lr"] * group["beta"])
         try:
             loss = evaluate(closure)
             gradients = [_gradients_with_decay(group) for group in self.param_groups]
@@ -110,15 +106,19 @@ class Nesterov(torch.optim.Optimizer):
                     torch._foreach_copy_(params, originals)
         for group, (params, grads) in zip(self.param_groups, gradients, strict=True):
             if params:
-                velocities = [self._velocity(param) for param in params]
-                heavy_ball(params, grads, velocities, lr=group["lr"], beta=group["beta"])
+                # The decay is in the gradient already, taken at the look-ahead point.
+                momentum(
+                    params,
+                    grads,
+                    [self.initialized_state(p, "velocity")["velocity"] for p in params],
+                    None,
+                    lr=group["lr"],
+                    beta=group["beta"],
+                    formulation="classic",
+                    bias_correction=False,
+                    weight_decay=0.0,
+                )
         return loss
-
-    def _velocity(self, param: Tensor) -> Tensor:
-        state = self.state[param]
-        if not state:
-            state["velocity"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        return state["velocity"]
 
 
 def nesterov(
@@ -134,26 +134,13 @@ def nesterov(
     for device_params, device_grads, device_velocities in split_by_device_and_dtype(
         params, grads, velocities
     ):
-        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
-        torch._foreach_mul_(device_velocities, beta)
-        torch._foreach_add_(device_velocities, device_grads)
+        device_grads = maths.with_weight_decay(device_grads, device_params, weight_decay)
+        maths.update_velocity_(device_velocities, device_grads, beta)
         # Two in-place passes instead of building g + β·v: no parameter-sized temporary (its
         # allocation cost ~20% on CPU) and the caller's .grad is left as it was. Torch writes
         # g + β·v into .grad instead; the results differ by rounding only.
-        torch._foreach_add_(device_params, device_grads, alpha=-lr)
-        torch._foreach_add_(device_params, device_velocities, alpha=-lr * beta)
-
-
-def heavy_ball(
-    params: list[Tensor], grads: list[Tensor], velocities: list[Tensor], *, lr: float, beta: float
-) -> None:
-    """Classic momentum step `v = β·v + g; w -= lr·v`, with `grads` taken where the caller chose."""
-    for device_params, device_grads, device_velocities in split_by_device_and_dtype(
-        params, grads, velocities
-    ):
-        torch._foreach_mul_(device_velocities, beta)
-        torch._foreach_add_(device_velocities, device_grads)
-        torch._foreach_add_(device_params, device_velocities, alpha=-lr)
+        maths.descend_(device_params, device_grads, lr)
+        maths.descend_(device_params, device_velocities, lr * beta)
 
 
 def _gradients_with_decay(group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
@@ -162,12 +149,6 @@ def _gradients_with_decay(group: dict[str, Any]) -> tuple[list[Tensor], list[Ten
     Called at the look-ahead point, where the gradient was taken: the decay term belongs there too.
     """
     params, grads = params_with_grads(group, "Nesterov")
-    if params and group["weight_decay"] != 0:
-        grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+    if params:
+        grads = maths.with_weight_decay(grads, params, group["weight_decay"])
     return params, grads
-
-
-def _validate(hyperparameters: dict[str, Any]) -> None:
-    check_number("learning rate", hyperparameters.get("lr"), 0.0)
-    check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
-    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)

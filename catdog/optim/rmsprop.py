@@ -6,17 +6,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from catdog.optim import _maths as maths
 from catdog.optim._checks import check_number
-from catdog.optim._foreach import (
-    Closure,
-    evaluate,
-    params_with_grads,
-    split_by_device_and_dtype,
-    with_weight_decay,
-)
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim.base import Optimizer
 
 
-class RMSprop(torch.optim.Optimizer):
+class RMSprop(Optimizer):
     r"""Scale each weight's step by the inverse RMS of its recent gradients.
 
     With :math:`g = \nabla_w L + \lambda w` and the mean square :math:`s` starting at 0:
@@ -32,6 +28,8 @@ class RMSprop(torch.optim.Optimizer):
     State per parameter: ``mean_square``.
     """
 
+    parameter_copies = 2  # the mean square, and the step's denominators
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -40,13 +38,14 @@ class RMSprop(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        defaults = {"lr": lr, "beta": beta, "eps": eps, "weight_decay": weight_decay}
-        _validate(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, {"lr": lr, "beta": beta, "eps": eps, "weight_decay": weight_decay})
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _validate(self.defaults | param_group)
-        super().add_param_group(param_group)
+    @classmethod
+    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+        check_number("learning rate", hyperparameters.get("lr"), 0.0)
+        check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
+        check_number("eps value", hyperparameters.get("eps"), 0.0)
+        check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
@@ -55,18 +54,10 @@ class RMSprop(torch.optim.Optimizer):
             params, grads = params_with_grads(group, "RMSprop")
             if not params:
                 continue
-            mean_squares: list[Tensor] = []
-            for param in params:
-                state = self.state[param]
-                if not state:
-                    state["mean_square"] = torch.zeros_like(
-                        param, memory_format=torch.preserve_format
-                    )
-                mean_squares.append(state["mean_square"])
             rmsprop(
                 params,
                 grads,
-                mean_squares,
+                [self.initialized_state(p, "mean_square")["mean_square"] for p in params],
                 lr=group["lr"],
                 beta=group["beta"],
                 eps=group["eps"],
@@ -89,16 +80,6 @@ def rmsprop(
     for device_params, device_grads, device_mean_squares in split_by_device_and_dtype(
         params, grads, mean_squares
     ):
-        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
-        torch._foreach_mul_(device_mean_squares, beta)
-        torch._foreach_addcmul_(device_mean_squares, device_grads, device_grads, value=1 - beta)
-        denominators = torch._foreach_sqrt(device_mean_squares)
-        torch._foreach_add_(denominators, eps)
-        torch._foreach_addcdiv_(device_params, device_grads, denominators, value=-lr)
-
-
-def _validate(hyperparameters: dict[str, Any]) -> None:
-    check_number("learning rate", hyperparameters.get("lr"), 0.0)
-    check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
-    check_number("eps value", hyperparameters.get("eps"), 0.0)
-    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
+        device_grads = maths.with_weight_decay(device_grads, device_params, weight_decay)
+        maths.update_moment_(device_mean_squares, device_grads, beta, order=2)
+        maths.descend_rms_(device_params, device_grads, device_mean_squares, lr, eps)

@@ -6,17 +6,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from catdog.optim import _maths as maths
 from catdog.optim._checks import check_number
-from catdog.optim._foreach import (
-    Closure,
-    evaluate,
-    params_with_grads,
-    split_by_device_and_dtype,
-    with_weight_decay,
-)
+from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
+from catdog.optim.base import Optimizer
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(Optimizer):
     r"""Gradient descent on each mini-batch's gradient.
 
     .. math::
@@ -27,13 +23,12 @@ class SGD(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[Any], lr: float, weight_decay: float = 0.0) -> None:
-        defaults = {"lr": lr, "weight_decay": weight_decay}
-        _validate(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _validate(self.defaults | param_group)
-        super().add_param_group(param_group)
+    @classmethod
+    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+        check_number("learning rate", hyperparameters.get("lr"), 0.0)
+        check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
@@ -48,10 +43,5 @@ class SGD(torch.optim.Optimizer):
 def sgd(params: list[Tensor], grads: list[Tensor], *, lr: float, weight_decay: float) -> None:
     """`w -= lr·(g + weight_decay·w)` over lists of tensors, in place on `params`."""
     for device_params, device_grads in split_by_device_and_dtype(params, grads):
-        device_grads = with_weight_decay(device_grads, device_params, weight_decay)
-        torch._foreach_add_(device_params, device_grads, alpha=-lr)
-
-
-def _validate(hyperparameters: dict[str, Any]) -> None:
-    check_number("learning rate", hyperparameters.get("lr"), 0.0)
-    check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
+        decayed = maths.with_weight_decay(device_grads, device_params, weight_decay)
+        maths.descend_(device_params, decayed, lr)
