@@ -4,9 +4,14 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so l
 runs code: a file whose unpickling would import or call anything is refused.
 """
 
+import errno
+import glob
+import io
+import math
 import os
 import pickle
-import tempfile
+import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +26,49 @@ REQUIRED = ("format", "model", "config", "normalization")
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename over `path`.
 
-    A process killed at any moment leaves either the old file or the new one, never half of one.
+    A process killed at any moment leaves either the old file or the new one, never half of
+    one; the temporary files such a kill leaves are removed by the next write of `path`. The
+    folder is flushed after the rename too, so a power failure can't lose the rename. The file
+    gets the usual permissions (0666 less the umask), as the run's other files do. A full disk
+    is a `CheckpointError` naming the size, and the previous file is kept.
     """
     payload = {"format": FORMAT, **payload}
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getbuffer()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)  # a writer killed mid-write (the run is ours alone)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(payload, file)
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointError(
+                f"not enough space in {path.parent} for {max(1, math.ceil(len(data) / 1e6))} MB "
+                f"to write {path.name}; free space (the previous {path.name} is kept)"
+            ) from None
         raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk; a no-op where folders can't be opened."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems refuse fsync on folders
+    finally:
+        os.close(descriptor)
 
 
 def resolve_checkpoint(target: str | Path, prefer: str = "best.pt") -> Path:
@@ -58,7 +91,9 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     path = resolve_checkpoint(target, prefer)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. on legacy pickles, which are refused below
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         # weights_only refuses any global it does not know: that is what keeps us safe.
         reason = str(error).splitlines()[0] if str(error) else "unsafe content"
@@ -79,5 +114,55 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: not a catdog checkpoint (made by another program or version)"
         )
+    problem = _incomplete(payload)
+    if problem:
+        raise CheckpointError(f"{path}: a damaged catdog checkpoint ({problem}); train it again")
     payload["path"] = str(path)
     return payload
+
+
+def load_weights(module: torch.nn.Module, payload: dict[str, Any]) -> None:
+    """Load `payload["model"]` into `module`, built from the checkpoint's own config.
+
+    Weights that don't fit (a file edited or damaged, or a config changed by hand) are one
+    `CheckpointError`, naming the first mismatch, instead of torch's page of text.
+    """
+    try:
+        module.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        # torch's first line names the class; the second, the first mismatched tensor.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        raise CheckpointError(
+            f"{payload.get('path', 'checkpoint')}: its weights don't match its own config "
+            f"({_short(detail)}); the file was changed or damaged"
+        ) from None
+
+
+def _incomplete(payload: dict[str, Any]) -> str | None:
+    """What is missing or malformed in a catdog checkpoint's parts, or None."""
+    model, config, norm = payload["model"], payload["config"], payload["normalization"]
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
+        return "model is not a table of named tensors"
+    if not isinstance(config, dict):
+        return "config is not a table"
+    if not isinstance(norm, dict):
+        return "normalization is not a table"
+    for key in ("mean", "std"):
+        if key not in norm:
+            return f"normalization.{key} is missing"
+        try:
+            values = torch.as_tensor(norm[key], dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            return f"normalization.{key} is not a list of numbers"
+        if values.ndim != 1 or len(values) == 0 or not torch.isfinite(values).all():
+            return f"normalization.{key} is not a list of finite numbers"
+        if key == "std" and not (values > 0).all():
+            return "normalization.std has a value that is not positive"
+    return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

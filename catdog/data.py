@@ -40,6 +40,7 @@ class PhotoSet:
     labels: np.ndarray  # int64, 0 = cat, 1 = dog, aligned with `paths`
     layout: str  # "flat" or "folders"
     unlabelled: list[Path]  # images whose label can't be read from name or folder
+    warnings: tuple[str, ...] = ()  # what a user should hear about the folder, one line each
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,15 +58,18 @@ def find_photos(root: str | os.PathLike[str]) -> PhotoSet:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; {_EXPECTED}")
     entries = _visible_entries(root)
-    class_dirs = [e for e in entries if e.is_dir() and e.name.lower() in _FOLDER_LABELS]
+    class_dirs = [e for e in entries if _is_dir(e) and e.name.lower() in _FOLDER_LABELS]
     images = [Path(e.path) for e in entries if _is_image(e)]
     found: list[tuple[Path, int]] = []
     unlabelled: list[Path] = []
+    warnings: list[str] = []
     if class_dirs:
         layout = "folders"
         for folder in class_dirs:
             label = _FOLDER_LABELS[folder.name.lower()]
-            found += [(path, label) for path in _images_below(Path(folder.path))]
+            below = _images_below(Path(folder.path))
+            found += [(path, label) for path in below]
+            warnings += _misnamed(Path(folder.path), below, label)
         unlabelled = images
     else:
         layout = "flat"
@@ -78,6 +82,8 @@ def find_photos(root: str | os.PathLike[str]) -> PhotoSet:
 
     found.sort(key=lambda item: natural_key(item[0].relative_to(root).as_posix()))
     unlabelled.sort(key=lambda p: natural_key(p.name))
+    if unlabelled:
+        warnings.insert(0, _ignored(root, unlabelled, layout))
     labels = np.array([label for _, label in found], dtype=np.int64)
     if not found:
         raise DataError(f"{root}: no labelled photos found; {_EXPECTED}")
@@ -86,7 +92,8 @@ def find_photos(root: str | os.PathLike[str]) -> PhotoSet:
         raise DataError(
             f"{root}: no {missing[0]} photos found (only one class, {layout} layout); {_EXPECTED}"
         )
-    return PhotoSet(root, [path for path, _ in found], labels, layout, unlabelled)
+    paths = [path for path, _ in found]
+    return PhotoSet(root, paths, labels, layout, unlabelled, tuple(warnings))
 
 
 def label_from_name(name: str) -> int | None:
@@ -131,14 +138,61 @@ def stratified_split(
     )
 
 
+def _ignored(root: Path, ignored: list[Path], layout: str) -> str:
+    names = ", ".join(path.name for path in ignored[:3])
+    if layout == "flat":
+        return (
+            f"{len(ignored)} files in {root} have no cat/dog label in their name and were "
+            f"ignored (e.g. {names})"
+        )
+    return (
+        f"{len(ignored)} photos lying directly in {root} were ignored because class folders "
+        f"exist there, and only the photos inside those count (e.g. {names}); "
+        "move them into the class folders"
+    )
+
+
+def _misnamed(folder: Path, images: list[Path], label: int) -> list[str]:
+    """A warning for photos whose name says the other class (`dog/cat.3.jpg`)."""
+    other = [path for path in images if label_from_name(path.name) == 1 - label]
+    if not other:
+        return []
+    other.sort(key=lambda p: natural_key(p.name))
+    names = ", ".join(path.name for path in other[:3])
+    return [
+        f"{len(other)} photos in {folder} are named as {CLASS_NAMES[1 - label]}s "
+        f"(e.g. {names}) but are labelled {CLASS_NAMES[label]} by their folder; "
+        "move them if the folder is wrong"
+    ]
+
+
 def _visible_entries(folder: Path) -> list[os.DirEntry[str]]:
     # scandir's entries know their type without a stat per file (fast on 25k-photo folders).
-    with os.scandir(folder) as it:
-        return [entry for entry in it if not entry.name.startswith(".")]
+    try:
+        with os.scandir(folder) as it:
+            return [entry for entry in it if not entry.name.startswith(".")]
+    except OSError as error:
+        raise DataError(
+            f"{folder}: can't read this folder ({error.strerror}); check its permissions"
+        ) from None
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link to itself, or one that can't be followed
+        return False
 
 
 def _is_image(entry: os.DirEntry[str]) -> bool:
-    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+    """A file with an image's name. A link to nowhere or to itself counts too: decoding then
+    skips it with the other unreadable photos, naming it."""
+    if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+        return False
+    try:
+        return entry.is_file() or (entry.is_symlink() and not entry.is_dir())
+    except OSError:  # a link to itself
+        return True
 
 
 def _images_below(folder: Path) -> list[Path]:
