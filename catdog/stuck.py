@@ -10,6 +10,10 @@ never mistaken for this: only saturation puts both losses at 0.5 with chance acc
 """
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from catdog.errors import Stuck
 
 PLATEAU_EPOCHS = 2
 """Epochs in a row at the plateau before a run is called stuck."""
@@ -57,3 +61,36 @@ def stuck_message(
         "the sigmoid outputs saturated at 0 or 1, where the MSE gradient vanishes; "
         f"use a smaller lr{smaller}, or loss: bce, whose gradient does not vanish there"
     )
+
+
+class StuckWatch:
+    """The observer: warns once when the run reaches the plateau, and ends it under
+    `train.stop_when_stuck` by raising `Stuck` (on every rank: the rows are merged ones)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from catdog.runs import run_metrics
+
+        self.rows = run_metrics(run_dir)  # a resumed run's epochs so far
+        self.warned = False
+
+    def after_step(self, run: Any, loss: float, lr: float) -> None:
+        pass
+
+    def after_epoch(self, run: Any, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        config = run.config
+        labels = run.data.images.labels[run.data.val_indices]
+        chance = max(float(labels.mean()), 1 - float(labels.mean())) if len(labels) else 0.5
+        lr = config.optimizer.lr if "lr" in config.optimizer.hyperparameters else None
+        message = stuck_message(self.rows, config.loss, lr, chance, config.train.label_smoothing)
+        if message is None or self.warned:
+            return
+        self.warned = True
+        if getattr(config.train, "stop_when_stuck", True):
+            raise Stuck(f"{message}. Ended early (train.stop_when_stuck: true)")
+        from catdog.builders import note
+
+        note(f"warning: {message}")
+
+    def close(self) -> None:
+        pass
