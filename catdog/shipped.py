@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from catdog.errors import ConfigError
+from catdog.paths import expand_path
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,12 @@ def shipped_configs() -> list[ShippedConfig]:
     ]
 
 
-def expand_path(value: str | os.PathLike[str]) -> Path:
-    """A path as the user meant it: `~` and `$VARIABLES` expanded (the shell does neither after
-    `--set key=`)."""
-    return Path(os.path.expandvars(os.path.expanduser(os.fspath(value))))
-
-
 def resolve_config(value: str | os.PathLike[str]) -> Path:
     """The file `--config VALUE` means: an existing path, else a shipped config's name.
 
     A path wins when both exist, so a local `sgd.yaml` is read before the shipped `sgd`.
     """
-    path = expand_path(value)
+    path = Path(expand_path(value))
     if path.exists():
         return path
     by_name = {config.name: config.path for config in shipped_configs()}
@@ -68,7 +63,7 @@ def copy_config(name: str, destination: str | os.PathLike[str] | None = None) ->
         raise ConfigError(
             f"{name}: no shipped config of that name; choose one of {', '.join(by_name)}"
         )
-    target = expand_path(destination) if destination is not None else Path.cwd()
+    target = Path(expand_path(destination)) if destination is not None else Path.cwd()
     if target.is_dir():
         target = target / f"{stem}.yaml"
     if target.exists():

@@ -1,0 +1,174 @@
+"""The Python API, for notebooks and scripts: the functions the `catdog` commands call.
+
+    import catdog
+
+    summary = catdog.train("sgd", data__root="~/kaggle/train", train__epochs=3)
+    result = catdog.evaluate(summary.run_dir)             # its validation split
+    result = catdog.evaluate(summary.run_dir, "~/held-out")
+    for p in catdog.predict(summary.run_dir, ["cat.jpg", "photos/"]):
+        print(p.path, p.label, p.probability)
+
+`train` takes a `Config`, a YAML path or a shipped config's name (`catdog configs`), then
+overrides as keywords: `optimizer__lr=0.05` (a double underscore for each dot), or
+`**{"optimizer.lr": 0.05}`. The functions are quiet by default (`progress=False`, `quiet=True`:
+no progress bars, no epoch lines); errors are the exceptions of `catdog.errors`, whose
+messages are the CLI's one-line errors.
+"""
+
+import contextlib
+import copy
+import io
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from catdog.errors import ConfigError, DataError
+from catdog.paths import expand_path, run_label
+
+if TYPE_CHECKING:
+    from catdog.config import Config
+    from catdog.predict import Prediction
+    from catdog.train import Summary
+
+
+def load(
+    config_or_path: "Config | str | os.PathLike[str] | None" = None,
+    sets: Sequence[str] = (),
+    overrides: dict[str, Any] | None = None,
+) -> tuple["Config", str]:
+    """The config and the run-name stem: `--set` strings (YAML values) first, then Python ones."""
+    from catdog.config import Config, apply_override, config_dict, load_config, validate
+    from catdog.shipped import resolve_config
+
+    if isinstance(config_or_path, Config):
+        config, label = config_or_path, "run"
+        if sets:
+            data = copy.deepcopy(config_dict(config))
+            for assignment in sets:
+                apply_override(data, assignment)
+            config = validate(data, source="--set")
+    else:
+        path = resolve_config(config_or_path) if config_or_path is not None else None
+        config, label = load_config(path, list(sets)), run_label(config_or_path)
+    if overrides:
+        data = copy.deepcopy(config_dict(config))
+        for key, value in overrides.items():
+            *sections, leaf = key.replace("__", ".").split(".")
+            node = data
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[leaf] = value
+        config = validate(data, source="overrides")
+    return config, label
+
+
+def train(
+    config_or_path: "Config | str | os.PathLike[str] | None" = None,
+    *,
+    progress: bool | None = False,
+    quiet: bool = True,
+    resume: str | os.PathLike[str] | None = None,
+    sets: Sequence[str] = (),
+    **overrides: Any,
+) -> "Summary":
+    """Train into a new run folder (or continue `resume`'s); returns the run's summary.
+
+    `progress=None` keeps the config's `train.progress`; `quiet` silences the header and the
+    epoch lines (warnings still go to stderr).
+    """
+    from catdog.experiment import run
+    from catdog.runs import RESUMABLE_KEYS, load_resume
+    from catdog.train import train as train_into
+
+    if progress is not None:
+        overrides = {"train.progress": progress, **overrides}
+    if resume is not None:
+        resume_dir = Path(expand_path(resume))
+        for key in overrides:
+            if key.replace("__", ".") not in RESUMABLE_KEYS:
+                raise ConfigError(f"{key}: only {', '.join(RESUMABLE_KEYS)} change on a resume")
+        config, checkpoint = load_resume(resume_dir, list(sets))
+        config, _ = load(config, (), overrides)
+        source = f"the run's config ({checkpoint['path']})"
+        with _data_errors(config, source), _quiet(quiet):
+            return train_into(config, Path(checkpoint["path"]).parent, checkpoint=checkpoint)
+    config, label = load(config_or_path, sets, overrides)
+    source = f"{config_or_path}" if config_or_path is not None else "the default config"
+    with _data_errors(config, source, suggest=True), _quiet(quiet):
+        return run(config, label=label)
+
+
+def evaluate(
+    run: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    *,
+    tta: bool | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Accuracy, loss, count and confusion matrix (with the checkpoint and its epoch) of a run
+    (its best.pt, or a checkpoint file) on a photo folder, by default its validation split."""
+    from catdog.evaluate import evaluate as evaluate_run
+    from catdog.rounding import rounded
+
+    target = Path(expand_path(run))
+    folder = Path(expand_path(data)) if data is not None else None
+    try:
+        result, details = evaluate_run(target, folder, tta=tta, device=device, progress=progress)
+    except DataError as error:
+        if folder is None:
+            raise DataError(f"{error} (data.root, read from the config saved in {run})") from None
+        raise
+    return rounded("", {**result.as_dict(), **details})
+
+
+def predict(
+    run: str | os.PathLike[str],
+    photos: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    tta: bool | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> list["Prediction"]:
+    """P(dog) for each photo (folders: every image below them), in order; a photo that can't be
+    read gets `probability=None` and its `error`."""
+    from catdog.predict import collect_photos
+    from catdog.predict import predict as predict_photos
+
+    if isinstance(photos, str | os.PathLike):
+        photos = [photos]
+    paths = collect_photos([expand_path(photo) for photo in photos])
+    return predict_photos(Path(expand_path(run)), paths, tta=tta, device=device, progress=progress)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet(quiet: bool) -> Iterator[None]:
+    if not quiet:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@contextlib.contextmanager
+def _data_errors(config: "Config", source: str, suggest: bool = False) -> Iterator[None]:
+    """Say where a missing `data.root` came from, and what to do about it."""
+    try:
+        yield
+    except DataError as error:
+        message = str(error)
+        if not message.startswith(f"{config.data.root}: no such folder"):
+            raise
+        hint = (
+            "; make demo photos there with `catdog make-demo-data "
+            f"{config.data.root}`, or point at yours with --set data.root=DIR"
+            if suggest
+            else ""
+        )
+        raise DataError(
+            f"data.root {config.data.root} (from {source}): no such folder{hint}"
+        ) from None
