@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` (train and evaluate on the built-in demo photos)
-# and `make test` (the whole test suite). Both make .venv and install the project first.
+# and `make test` (the whole test suite). Both make .venv and install the project first;
+# `make install` alone does that, then `source .venv/bin/activate` puts `catdog` on the PATH.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/catdog demo --config configs/demo.yaml --data data/demo
+	$(BIN)/catdog demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
