@@ -7,13 +7,13 @@ a run resumed at batch k of an epoch gets the same batches as one that never sto
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from catdog.data import DataError
+from catdog.config import AugmentConfig
+from catdog.errors import DataError
 
 # Rows per read when streaming over the whole array (~64 MiB at 3 x 200 x 200).
 _STATS_ROWS = 512
@@ -87,49 +87,6 @@ def _row_chunks(pixels: np.ndarray, indices: np.ndarray, caller: str) -> Iterato
         yield pixels[rows[start : start + _STATS_ROWS]]
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Random changes applied to each training photo, on whole batches at once; 0 = off.
-
-    hflip: mirror left-right with probability 1/2.
-    shift: translate by (dy, dx), each uniform in [-shift, shift] pixels; the border is
-        filled by reflection (as reflect-padding then cropping).
-    brightness: multiply by b ~ U[1 - brightness, 1 + brightness].
-    contrast: blend with the photo's mean grey, c * x + (1 - c) * mean, c ~ U[1 - contrast,
-        1 + contrast]. Values are clamped to [0, 1] after each colour step.
-    mixup: α of mixup (Zhang et al., 2018): after the steps above, each photo i of a batch
-        is blended with a partner j = π(i) of the same batch (π a random permutation),
-        x̃_i = λ_i x_i + (1 - λ_i) x_j and ỹ_i = λ_i y_i + (1 - λ_i) y_j, λ_i ~ Beta(α, α).
-        Labels become soft targets between 0 and 1.
-    """
-
-    hflip: bool = False
-    shift: int = 0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    mixup: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mixup < 0:
-            raise ValueError(f"augment mixup={self.mixup}: must be >= 0 (0 = off)")
-        if self.shift < 0:
-            raise ValueError(f"augment shift={self.shift}: must be >= 0 pixels")
-        for name in ("brightness", "contrast"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"augment {name}={value}: must be in [0, 1]")
-
-    @property
-    def active(self) -> bool:
-        return (
-            self.hflip
-            or self.shift > 0
-            or self.brightness > 0
-            or self.contrast > 0
-            or self.mixup > 0
-        )
-
-
 def to_inputs(
     pixels_uint8: Tensor | np.ndarray,
     mean: Tensor | np.ndarray,
@@ -175,7 +132,7 @@ class Batches:
         device: torch.device | str = "cpu",
         shuffle: bool = True,
         seed: int = 0,
-        augment: Augment | None = None,
+        augment: AugmentConfig | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -289,7 +246,9 @@ def _normalise(pixels: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
     return pixels.float().mul_(scale).sub_(offset).flatten(1)
 
 
-def _draw(augment: Augment, rows: int, size: int, generator: torch.Generator) -> dict[str, Tensor]:
+def _draw(
+    augment: AugmentConfig, rows: int, size: int, generator: torch.Generator
+) -> dict[str, Tensor]:
     """The random numbers for one batch, on the CPU (so every device gets the same ones)."""
     draws = {}
     if augment.hflip:
@@ -318,7 +277,7 @@ def _uniform(rows: int, spread: float, generator: torch.Generator) -> Tensor:
     return 1.0 + spread * (2.0 * torch.rand(rows, generator=generator) - 1.0)
 
 
-def _augment(unit: Tensor, augment: Augment, draws: dict[str, Tensor]) -> Tensor:
+def _augment(unit: Tensor, augment: AugmentConfig, draws: dict[str, Tensor]) -> Tensor:
     """Apply the drawn flips, shifts and colour changes to a (B, C, S, S) batch in [0, 1]."""
     if "flip" in draws or "shift" in draws:
         unit = _flip_and_shift(unit, draws.get("flip"), draws.get("shift"))

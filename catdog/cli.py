@@ -14,9 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from catdog.checkpoint import CheckpointError
-from catdog.config import ConfigError
-from catdog.data import DataError
+from catdog.errors import EXIT_CODES, ConfigError, Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -44,18 +42,15 @@ def reports_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from catdog.train import Diverged, Interrupted
-
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError) as error:
-            raise fail(str(error), quiet=told_by_rank_0(error)) from None
-        except Diverged as error:
-            raise fail(str(error), code=3, quiet=told_by_rank_0(error)) from None
         except Interrupted as error:
             if not told_by_rank_0(error):
                 typer.echo(str(error), err=True)
             raise typer.Exit(error.exit_code) from None
+        except tuple(EXIT_CODES) as error:
+            code = next(code for kind, code in EXIT_CODES.items() if isinstance(error, kind))
+            raise fail(str(error), code=code, quiet=told_by_rank_0(error)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,38 +77,28 @@ def train(
 ) -> None:
     """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
     from catdog import distributed
-    from catdog.config import config_dict, load_config
+    from catdog.config import load_config
     from catdog.experiment import run
-    from catdog.train import check_distributed, resume_config
+    from catdog.runs import load_resume
     from catdog.train import train as train_run
 
+    checkpoint = None
     if resume is not None:
         if config is not None:
             raise ConfigError("--resume takes the config saved in the run; leave out --config")
-        base = config_dict(resume_config(resume))
-        for assignment in set_:
-            key = assignment.partition("=")[0].strip()
-            if key not in ("train.epochs", "train.progress", "device"):
-                raise ConfigError(
-                    f"--set {key}: only train.epochs, train.progress and device "
-                    "can change on --resume"
-                )
-        from catdog.config import apply_override, validate
-
-        for assignment in set_:
-            apply_override(base, assignment)
-        cfg = validate(base, source=f"{resume}/last.pt")
+        cfg, checkpoint = load_resume(resume, set_)
+        resume = Path(checkpoint["path"]).parent  # RUN/last.pt names its run folder too
     else:
         cfg = load_config(config, set_)
     if nproc is not None:
         # Refuse here, once, what every worker would refuse; then run this command in each.
-        check_distributed(cfg, nproc, distributed.rank_device(cfg.device, nproc - 1))
+        distributed.check_distributed(cfg, nproc, distributed.rank_device(cfg.device, nproc - 1))
         options = [("--config", config), *(("--set", s) for s in set_), ("--resume", resume)]
         args = [str(part) for key, value in options if value is not None for part in (key, value)]
         raise typer.Exit(distributed.launch(nproc, ["train", *args]))
     with distributed.process_group(cfg.device):
         if resume is not None:
-            summary = train_run(cfg, resume, resume=True)
+            summary = train_run(cfg, resume, checkpoint=checkpoint)
         else:
             summary = run(cfg, label=config.stem if config else "run")
         if not distributed.is_main():
@@ -267,10 +252,11 @@ def gradcheck(
     tolerance: float = typer.Option(1e-6, "--tolerance", help="Largest relative error passing."),
     seed: int = typer.Option(0, "--seed", help="Seed of the small network and its photos."),
 ) -> None:
-    """Backprop against finite differences on a small float64 network; exit 1 over tolerance."""
-    from catdog.check_gradients import check_gradients
+    """Backprop against finite differences on a small float64 copy of the config's network, layer
+    by layer; exit 1 over tolerance."""
+    from catdog.gradcheck import report
 
-    lines, passed = check_gradients(config, tolerance, seed)
+    lines, passed = report(config, tolerance, seed)
     typer.echo("\n".join(lines))
     if not passed:
         raise typer.Exit(1)

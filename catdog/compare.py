@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catdog.builders import PreparedData, prepare_data
 from catdog.config import (
     Config,
-    ConfigError,
     apply_override,
     config_dict,
     load_config,
@@ -31,9 +31,10 @@ from catdog.config import (
     read_config_file,
     validate,
 )
-from catdog.experiment import fresh_folder, run
+from catdog.errors import ConfigError, Diverged
+from catdog.experiment import run
+from catdog.runs import fresh_folder, run_metrics
 from catdog.scoreboard import Scoreboard, score, write_scoreboard
-from catdog.train import Diverged, PreparedData, prepare_data, read_metrics
 
 IGNORED_SECTIONS = ("output",)
 """Set by the comparison itself (each run's folder), so never what tells runs apart."""
@@ -168,7 +169,7 @@ def compare(
         results.append((planned, folder / planned.folder, diverged))
 
     scored = [
-        (planned.label, run_dir, _metrics(run_dir), diverged)
+        (planned.label, run_dir, run_metrics(run_dir), diverged)
         for planned, run_dir, diverged in results
     ]
     scoreboard = score(scored, target_loss)
@@ -193,11 +194,6 @@ def shared_data(config: Config, prepared: dict[str, PreparedData]) -> PreparedDa
     if key not in prepared:
         prepared[key] = prepare_data(config, progress=config.train.progress)
     return prepared[key]
-
-
-def _metrics(run_dir: Path) -> list[dict[str, float]]:
-    path = run_dir / "metrics.csv"
-    return read_metrics(path) if path.exists() else []
 
 
 def _show(value: Any) -> str:

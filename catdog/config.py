@@ -36,18 +36,29 @@ class Section(BaseModel):
 
 
 class AugmentConfig(Section):
-    """Augmentation of training batches, done on whole batches as tensor operations."""
+    """Random changes to each training photo, done on whole batches as tensor operations; 0 = off.
+
+    In order: mirror, shift, brightness, contrast (values clamped to [0, 1] after each colour
+    step), then mixup (Zhang et al., 2018): each photo i of a batch is blended with a partner
+    j = π(i) of the same batch (π a random permutation), x̃_i = λ_i x_i + (1 - λ_i) x_j and
+    ỹ_i = λ_i y_i + (1 - λ_i) y_j, λ_i ~ Beta(α, α); labels become soft targets in [0, 1].
+    """
 
     hflip: bool = False
     """Mirror each photo left-right with probability 1/2."""
     shift: int = Field(0, ge=0)
-    """Random translation of up to this many pixels in each direction."""
+    """Translate by (dy, dx), each uniform in [-shift, shift] pixels; the border is filled by
+    reflection (as reflect-padding then cropping)."""
     brightness: float = Field(0.0, ge=0.0, le=1.0)
-    """Random brightness factor in [1 - b, 1 + b]."""
+    """Multiply by b ~ U[1 - brightness, 1 + brightness]."""
     contrast: float = Field(0.0, ge=0.0, le=1.0)
-    """Random contrast factor in [1 - c, 1 + c]."""
-    mixup: float = Field(0.0, ge=0.0)
+    """Blend with the photo's mean grey, c·x + (1 - c)·mean, c ~ U[1 - contrast, 1 + contrast]."""
+    mixup: float = Field(0.0, ge=0.0, allow_inf_nan=False)
     """Mixup's α: blend each photo and its label with another of the batch, weight ~ Beta(α, α)."""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.hflip or self.shift or self.brightness or self.contrast or self.mixup)
 
 
 class DataConfig(Section):

@@ -20,7 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from catdog.config import ConfigError
+from catdog.devices import resolve_device
+from catdog.errors import ConfigError
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -60,33 +61,12 @@ def device() -> torch.device:
 
 
 def rank_device(name: str, local_rank: int) -> torch.device:
-    """The device of the process `local_rank` on its node, for the config's `device: name`.
-
-    Each process owns one GPU, `cuda:LOCAL_RANK`, so `cuda:N` (one GPU for all) is refused.
-    """
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if name not in ("auto", "cuda"):
-        raise everywhere(
-            ConfigError(
-                f"device: {name!r} names one GPU, but under torchrun each process takes "
-                "cuda:LOCAL_RANK; set device: cuda (or auto)"
-            )
-        )
-    if not torch.cuda.is_available():
-        raise everywhere(
-            ConfigError(
-                f"device: {name!r} asked for, but CUDA is not available here; "
-                "use device: auto or cpu"
-            )
-        )
-    count = torch.cuda.device_count()
-    if local_rank >= count:
-        raise ConfigError(
-            f"LOCAL_RANK {local_rank}: this machine has {count} CUDA devices; start at most "
-            f"{count} processes per node (--nproc or torchrun's --nproc_per_node)"
-        )
-    return torch.device("cuda", local_rank)
+    """The device of the process `local_rank` on its node, for the config's `device: name`."""
+    try:
+        return resolve_device(name, local_rank)
+    except ConfigError as error:
+        # Every rank meets the same config; a missing GPU of one rank's own is its alone.
+        raise (error if "LOCAL_RANK" in str(error) else everywhere(error)) from None
 
 
 @contextmanager
@@ -275,3 +255,65 @@ def exit_code(error: Any) -> int:
     _, failure = error.get_first_failure()
     code = int(failure.exitcode)
     return 128 - code if code < 0 else code or 1
+
+
+# --- what data-parallel training can't do, and each rank's random stream -----------------------
+
+
+def check_distributed(config: Any, world: int, here: torch.device) -> None:
+    """Refuse, in one line, what data-parallel training can't do exactly as one process does."""
+    from catdog.optim import OPTIMIZERS
+
+    name = config.optimizer.name
+    if not getattr(OPTIMIZERS[name], "uses_gradients", True):
+        raise everywhere(
+            ConfigError(
+                f"optimizer.name: {name!r} is gradient-free, so DistributedDataParallel has no "
+                "gradients to average; train it in one process (without torchrun or --nproc)"
+            )
+        )
+    if config.model.batch_norm and world > 1 and here.type != "cuda":
+        raise everywhere(
+            ConfigError(
+                "model.batch_norm: over several processes the batch statistics need "
+                "SyncBatchNorm, which torch runs on GPUs only; on the CPU train it in one "
+                "process, or set model.batch_norm=false"
+            )
+        )
+
+
+def rank_seed(*parts: int) -> int:
+    """A seed for this rank's own random stream (dropout), mixed from `parts`."""
+    import numpy as np
+
+    state = np.random.SeedSequence([int(part) for part in parts]).generate_state(1, np.uint64)
+    return int(state[0] >> 1)  # 63 bits: torch.manual_seed takes a signed 64-bit seed
+
+
+def rng_state(here: torch.device) -> dict[str, Any]:
+    """The random streams a checkpoint keeps: rank 0's, and under DDP every rank's (collective)."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(here) if here.type == "cuda" else None,
+    }
+    if world_size() > 1:
+        ranks = all_gather(state)
+        state = {**ranks[0], "ranks": ranks}
+    return state
+
+
+def restore_rng_state(saved: dict[str, Any], here: torch.device, *fresh_seed: int) -> None:
+    """Continue the random stream a checkpoint left off at; under DDP each rank its own.
+
+    A checkpoint from another number of processes has no stream for this rank: it starts a
+    fresh one from `fresh_seed` (seed, epoch, step) and the rank.
+    """
+    if world_size() > 1:
+        ranks = saved.get("ranks") or []
+        if len(ranks) != world_size():
+            torch.manual_seed(rank_seed(*fresh_seed[:1], rank(), *fresh_seed[1:]))
+            return
+        saved = ranks[rank()]
+    torch.set_rng_state(saved["torch"])
+    if here.type == "cuda" and saved.get("cuda") is not None:
+        torch.cuda.set_rng_state(saved["cuda"], here)

@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from catdog.builders import build_model, prepare_data, resolve_device
 from catdog.checkpoint import load_checkpoint
 from catdog.config import Config, validate
 from catdog.data import find_photos
-from catdog.images import UnreadablePhotoError, decode_photo, load_images
+from catdog.decode import decode_photo
+from catdog.errors import UnreadablePhotoError
+from catdog.images import load_images
 from catdog.losses import LOSSES
 from catdog.metrics import Measurement, measure, predict_pixels
-from catdog.train import build_model, prepare_data, resolve_device
 
 
 @dataclass
@@ -34,7 +36,7 @@ def restore(target: str | Path, device: str | None = None) -> Trained:
     config = validate(checkpoint["config"], source=checkpoint["path"], build_optimizer=False)
     norm = checkpoint["normalization"]
     torch_device = resolve_device(device or "auto")
-    model = build_model(config, int(norm["in_features"]))
+    model = build_model(config)
     model.load_state_dict(checkpoint["model"])
     model.to(torch_device).eval()
     mean = np.asarray(norm["mean"], dtype=np.float32)

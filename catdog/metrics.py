@@ -96,3 +96,22 @@ def measure(
     return Measurement(
         loss, accuracy, len(indices), confusion.tolist(), torch.sigmoid(all_logits).numpy()
     )
+
+
+def merge_measurements(parts: list[Measurement]) -> Measurement:
+    """One measurement from W parts, part r taken on rows r, r + W, r + 2W, ... of the sorted rows.
+
+    loss = Σ_r loss_r·n_r / Σ_r n_r (each part's loss is a mean over its n_r rows), the confusion
+    matrices add up, and the probabilities interleave back into sorted-row order.
+    """
+    count = sum(part.count for part in parts)
+    if count == 0:
+        return parts[0]
+    confusion = np.sum([part.confusion for part in parts], axis=0)
+    probabilities = np.empty(count, dtype=np.float32)
+    for offset, part in enumerate(parts):
+        probabilities[offset :: len(parts)] = part.probabilities
+    loss = sum(part.loss * part.count for part in parts if part.count) / count
+    # A float32 mean, as `measure` takes it, so the accuracy matches one process to the bit.
+    accuracy = float(np.float32(np.trace(confusion)) / np.float32(count))
+    return Measurement(loss, accuracy, count, confusion.tolist(), probabilities)

@@ -1,4 +1,5 @@
-"""The training loop: epochs of mini-batches, metrics, checkpoints, resume and interruption.
+"""The training loop: set up, then epochs of mini-batches, each ended by measuring, recording and
+checkpointing.
 
 One epoch visits the training split once, in an order fixed by (seed, epoch). After each epoch the
 validation split is measured, a line is printed, a row goes to `metrics.csv`, and `last.pt` (and
@@ -11,12 +12,8 @@ in DistributedDataParallel, so the steps are those of one process with the same 
 validation is split over the ranks and gathered; rank 0 alone writes files and prints.
 """
 
-import csv
-import itertools
 import math
-import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,159 +25,292 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from catdog import distributed
-from catdog.batches import Augment, Batches, channel_stats, zca_whitening
-from catdog.checkpoint import load_checkpoint, save_checkpoint
-from catdog.config import (
-    Config,
-    ConfigError,
-    ScheduleConfig,
-    config_dict,
-    optimizer_parameters,
-    save_config,
-    validate,
+from catdog import distributed, runs
+from catdog.batches import Batches, zca_whitening
+from catdog.builders import (
+    PreparedData,
+    build_model,
+    check_memory_fits,
+    make_optimizer,
+    note,
+    prepare_data,
+    resolve_device,
 )
-from catdog.data import DataError, find_photos, stratified_split
-from catdog.images import DecodedImages, load_images
+from catdog.checkpoint import save_checkpoint
+from catdog.config import Config, ScheduleConfig, config_dict
+from catdog.errors import Diverged, Interrupted
 from catdog.losses import LOSSES, Loss
-from catdog.metrics import Measurement, measure
-from catdog.model import MLP
-from catdog.optim import OPTIMIZERS, build_optimizer
+from catdog.metrics import Measurement, measure, merge_measurements
+from catdog.observers import Observer, observers_for
 
-METRICS_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "elapsed"]
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-    # Under DDP every rank sees the same all-reduced loss and raises together (see
-    # `distributed.everywhere`); likewise for the stop flag behind `Interrupted`.
-    on_every_rank = True
-
-
-class Interrupted(RuntimeError):
-    """Training stopped on a signal after writing a resumable checkpoint."""
-
-    on_every_rank = True
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def note(message: str) -> None:
-    """A remark on stderr that does not tear an open progress bar (rank 0's only: one copy)."""
-    if distributed.is_main():
-        tqdm.write(message, file=sys.stderr)
-
-
-# --- data -------------------------------------------------------------------------------
+__all__ = ["Diverged", "Interrupted", "Progress", "Summary", "learning_rate", "train"]
 
 
 @dataclass
-class PreparedData:
-    images: DecodedImages
-    train_indices: np.ndarray
-    val_indices: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
+class Progress:
+    """Where a run stands; saved in every checkpoint so a resume continues exactly."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # batches completed in the current epoch
+    loss_sum: float = 0.0  # sum of batch loss × batch size so far this epoch
+    loss_count: int = 0
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    stale_epochs: int = 0
+    elapsed: float = 0.0  # training seconds of the epochs and steps done so far
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Summary:
+    run_dir: Path
+    epochs: int
+    best_accuracy: float
+    best_epoch: int
+    final: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Run:
+    """Everything one training run holds while it trains."""
+
+    config: Config
+    run_dir: Path
+    device: torch.device
+    data: PreparedData
+    model: torch.nn.Module  # the plain network: checkpoints and evaluation
+    network: torch.nn.Module  # what trains: `model`, or `model` in DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    batches: Batches
+    loss_fn: Loss
+    progress: Progress
+    observers: list[Observer] = field(default_factory=list)
 
     @property
-    def in_features(self) -> int:
-        return int(np.prod(self.images.pixels.shape[1:]))
+    def batch_size(self) -> int:
+        return self.batches.batch_size
 
 
-def prepare_data(config: Config, progress: bool = True) -> PreparedData:
-    """Find, decode (once, cached) and split the photos; normalise with the training split."""
-    data = config.data
-    photos = find_photos(data.root)
-    if photos.unlabelled:
-        names = ", ".join(p.name for p in photos.unlabelled[:3])
-        note(
-            f"warning: {len(photos.unlabelled)} files in {data.root} have no cat/dog label "
-            f"in their name and were ignored (e.g. {names})"
-        )
-    images = load_images(
-        photos,
-        image_size=data.image_size,
-        grayscale=data.grayscale,
-        cache_dir=Path(data.cache_dir) if data.cache_dir else None,
-        workers=data.workers,
-        progress=progress,
+# --- the loop -------------------------------------------------------------------------------
+
+
+def train(
+    config: Config,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None = None,
+    data: PreparedData | None = None,
+) -> Summary:
+    """Train per `config` into `run_dir`; continue from `checkpoint` (its `last.pt`) if given.
+
+    Inside a process group (torchrun) every rank calls this with the same arguments.
+    """
+    run = set_up(config, run_dir, checkpoint, data)
+    progress = run.progress
+    resumed_at = progress.elapsed
+    started = time.perf_counter()
+    with stop_on_signals() as stop, _closing(run.observers):
+        while progress.epoch < config.train.epochs:
+            epoch_started = time.perf_counter()
+            lr = train_epoch(run, stop, lambda: resumed_at + time.perf_counter() - started)
+            end_epoch(run, lr, time.perf_counter() - epoch_started, started, resumed_at)
+            patience = config.train.early_stopping
+            if patience is not None and progress.stale_epochs >= patience:
+                note(f"early stopping: no better validation accuracy for {patience} epochs")
+                break
+    distributed.barrier()  # rank 0 has written everything before any rank returns
+    rows = runs.run_metrics(run_dir)
+    if distributed.is_main():  # under DDP one writer: rank 0
+        runs.draw_curves(run_dir)
+    return Summary(
+        run_dir,
+        progress.epoch,
+        progress.best_accuracy,
+        progress.best_epoch,
+        rows[-1] if rows else {},
+        resumed_at + time.perf_counter() - started,
     )
-    if images.skipped:
-        names = ", ".join(str(p) for p in images.skipped[:3])
-        note(f"warning: skipped {len(images.skipped)} unreadable photos (e.g. {names})")
-    train_indices, val_indices = stratified_split(images.labels, data.val_fraction, config.seed)
-    if len(train_indices) == 0:
-        raise DataError(
-            f"{data.root}: no photos left for training; add photos or lower data.val_fraction"
+
+
+def set_up(
+    config: Config,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    data: PreparedData | None,
+) -> Run:
+    """Device, photos, network, optimizer and batches; restored from `checkpoint` if given."""
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    device = distributed.device() if distributed.active() else resolve_device(config.device)
+    if distributed.active():
+        distributed.check_distributed(config, distributed.world_size(), device)
+    check_memory_fits(config, device)
+    if data is None:
+        saved = _saved_normalization(checkpoint)
+        with distributed.main_first():  # rank 0 decodes and caches; the others read its cache
+            data = prepare_data(config, config.train.progress, normalization=saved)
+    elif checkpoint is not None:
+        data.mean, data.std = _saved_normalization(checkpoint)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    optimizer = make_optimizer(config, model)
+    progress = Progress()
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        progress = Progress(**checkpoint["progress"])
+        distributed.restore_rng_state(
+            checkpoint["rng"], device, config.seed, progress.epoch, progress.step
         )
-    mean, std = channel_stats(images.pixels, train_indices)
-    return PreparedData(images, train_indices, val_indices, mean, std)
-
-
-# --- building blocks ------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device: {name!r} asked for, but CUDA is not available here; "
-                "use device: auto or cpu"
-            )
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device: {name!r} does not exist; "
-                f"this machine has {torch.cuda.device_count()} CUDA devices"
-            )
-    return torch.device(name)
-
-
-def optimizer_arguments(config: Config) -> dict[str, Any]:
-    """The optimizer's keyword arguments; a seeded optimizer follows the run's seed unless told."""
-    arguments = config.optimizer.hyperparameters
-    if "seed" in optimizer_parameters(config.optimizer.name):
-        arguments.setdefault("seed", config.seed)
-    return arguments
-
-
-def check_population_fits(config: Config, device: torch.device) -> None:
-    """Refuse, before any work, a genetic population that would not fit in the device's memory."""
-    optimizer = OPTIMIZERS[config.optimizer.name]
-    if not hasattr(optimizer, "memory_bytes"):
-        return
-    widths = [config.data.in_features, *config.model.hidden, 1]
-    weights = config.model.ensemble * sum((a + 1) * b for a, b in itertools.pairwise(widths))
-    population = optimizer_arguments(config).get("population", 32)
-    needed = optimizer.memory_bytes(weights, population)
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
     else:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if needed > free:
-        raise ConfigError(
-            f"optimizer.population: {population} members of a {weights:,}-weight network need "
-            f"{needed / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {device}; "
-            "lower optimizer.population or shrink model.hidden / data.image_size"
-        )
+        if model.whitening is not None:
+            whitening = zca_whitening(
+                data.images.pixels,
+                data.train_indices,
+                data.mean,
+                data.std,
+                config.data.zca_epsilon,
+            )
+            model.whitening.set(*(torch.from_numpy(array) for array in whitening))
+        if distributed.is_main():
+            runs.write_config(config, run_dir)
+        if distributed.world_size() > 1:
+            # Same initial weights everywhere (seeded above), but each rank's own dropout masks.
+            torch.manual_seed(distributed.rank_seed(config.seed, distributed.rank()))
+    if distributed.is_main():
+        runs.keep_metrics_rows(run_dir / runs.METRICS, progress.epoch)
 
-
-def build_model(config: Config, in_features: int) -> MLP:
-    m = config.model
-    return MLP(
-        in_features,
-        m.hidden,
-        dropout=m.dropout,
-        batch_norm=m.batch_norm,
-        input_dropout=m.input_dropout,
-        members=m.ensemble,
-        whiten=config.data.normalization == "zca",
+    batch_size = config.train.batch_size
+    batches = Batches(
+        data.images.pixels,
+        data.images.labels,
+        data.train_indices,
+        len(data.train_indices) if batch_size == "full" else batch_size,
+        data.mean,
+        data.std,
+        device=device,
+        shuffle=True,
+        seed=config.seed,
+        augment=config.data.augment,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
     )
+    # DDP averages the gradients in backward; `model` stays the plain network.
+    network = distributed.wrap(model) if distributed.active() else model
+    model.train()
+    observers = observers_for(config, run_dir)
+    return Run(
+        config, run_dir, device, data, model, network, optimizer, batches,
+        LOSSES[config.loss], progress, observers,
+    )  # fmt: skip
+
+
+def train_epoch(run: Run, stop: dict[str, int], elapsed: Any) -> float:
+    """The rest of the current epoch's steps; returns the last step's lr.
+
+    `elapsed()` is the run's training seconds so far, for the checkpoint an interruption writes.
+    """
+    config, progress, optimizer = run.config, run.progress, run.optimizer
+    epoch, steps, world = progress.epoch, len(run.batches), distributed.world_size()
+    members = config.model.ensemble
+    smoothing = config.train.label_smoothing
+    bar = tqdm(
+        total=steps,
+        initial=progress.step,
+        desc=f"epoch {epoch + 1}/{config.train.epochs}",
+        disable=not (config.train.progress and distributed.is_main()),
+        leave=False,
+        dynamic_ncols=True,
+    )
+    evaluations_before = getattr(optimizer, "evaluations", None)
+    bar_started = time.perf_counter()
+    lr = config.optimizer.lr
+    for x, y in run.batches.epoch(epoch, start=progress.step):
+        lr = learning_rate(
+            config.train.schedule, config.optimizer.lr, epoch + progress.step / steps,
+            config.train.epochs,
+        )  # fmt: skip
+        for group in optimizer.param_groups:
+            if "lr" in group:
+                group["lr"] = lr
+        if smoothing:
+            y = y * (1 - smoothing) + smoothing / 2
+        rows = min(run.batch_size, len(run.data.train_indices) - progress.step * run.batch_size)
+        # The loss is the members' mean; backward on their sum gives each member exactly the
+        # gradient it would get training alone, so lr means the same for any ensemble size.
+        # `len(y) * world / rows` is 1 in one process; see `train_step`.
+        weight = members * len(y) * world / rows
+        loss = float(train_step(run.network, optimizer, run.loss_fn, x, y, weight))
+        # One all-reduce per step (none in one process): the global batch's loss, and
+        # whether any rank was asked to stop, so that all ranks stop at the same step.
+        loss_sum, count, stopping = distributed.sum_across(
+            [loss * len(y), len(y), float(bool(stop))]
+        )
+        if not math.isfinite(loss_sum):
+            raise _diverged(run, loss_sum / count, lr)
+        progress.step += 1
+        progress.loss_sum += loss_sum
+        progress.loss_count += int(count)
+        bar.update(1)
+        postfix = {"loss": f"{progress.loss_sum / progress.loss_count:.4f}"}
+        if evaluations_before is not None:
+            seconds = max(time.perf_counter() - bar_started, 1e-9)
+            postfix["evals/s"] = f"{(optimizer.evaluations - evaluations_before) / seconds:.0f}"
+        bar.set_postfix(postfix, refresh=False)
+        for observer in run.observers:
+            observer.after_step(run, loss_sum / max(count, 1), lr)
+        if stopping:
+            bar.close()
+            raise _interrupted(run, stop, elapsed())
+    bar.close()
+    return lr
+
+
+def end_epoch(run: Run, lr: float, seconds: float, started: float, resumed_at: float) -> None:
+    """Measure the validation split, then record the epoch: a metrics row, a line, checkpoints."""
+    config, progress = run.config, run.progress
+    val = measure_validation(run)
+    epoch = progress.epoch + 1
+    train_loss = progress.loss_sum / max(progress.loss_count, 1)
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val.loss,
+        "val_accuracy": val.accuracy,
+        "lr": lr,
+        "seconds": seconds,
+        "elapsed": resumed_at + time.perf_counter() - started,
+    }
+    improved = val.count == 0 or val.accuracy > progress.best_accuracy
+    if improved:
+        progress.best_accuracy = val.accuracy if val.count else float("nan")
+        progress.best_epoch = epoch
+        progress.stale_epochs = 0
+    else:
+        progress.stale_epochs += 1
+    progress.epoch, progress.step = epoch, 0
+    progress.loss_sum, progress.loss_count = 0.0, 0
+    progress.elapsed = row["elapsed"]
+    state = checkpoint_payload(run)  # every rank: it gathers the ranks' random streams
+    if not distributed.is_main():
+        return
+    runs.append_metrics_row(run.run_dir / runs.METRICS, row)
+    save_checkpoint(state, run.run_dir / runs.LAST)
+    if improved:
+        save_checkpoint(state, run.run_dir / runs.BEST)
+    print(
+        f"epoch {epoch:>3}/{config.train.epochs}  train_loss {train_loss:.4f}  "
+        f"val_loss {val.loss:.4f}  val_acc {val.accuracy:.2%}  {seconds:.1f}s",
+        flush=True,
+    )
+    for observer in run.observers:
+        observer.after_epoch(run, row)
+
+
+# --- one step ---------------------------------------------------------------------------------
 
 
 def learning_rate(schedule: ScheduleConfig, base_lr: float, progress: float, epochs: int) -> float:
@@ -238,6 +368,51 @@ def train_step(
     return loss.detach()
 
 
+# --- measuring, checkpointing, stopping -------------------------------------------------------
+
+
+def measure_validation(run: Run) -> Measurement:
+    """The validation measurement; under DDP each rank measures every world-th photo, then all
+    ranks gather the parts and merge them, so every rank gets the whole split's numbers."""
+    rows = run.data.val_indices
+    if distributed.world_size() > 1:
+        rows = np.sort(rows)[distributed.rank() :: distributed.world_size()]
+    part = measure(
+        run.model,
+        run.data.images.pixels,
+        run.data.images.labels,
+        rows,
+        run.data.mean,
+        run.data.std,
+        run.loss_fn,
+        run.device,
+        batch_size=run.config.eval.batch_size,
+        tta=run.config.eval.tta,
+    )
+    if distributed.world_size() == 1:
+        return part
+    return merge_measurements(distributed.all_gather(part))
+
+
+def checkpoint_payload(run: Run) -> dict[str, Any]:
+    """The checkpoint; every rank must call it (it gathers the ranks' random states)."""
+    config, data = run.config, run.data
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "config": config_dict(config),
+        "normalization": {
+            "mean": data.mean.tolist(),
+            "std": data.std.tolist(),
+            "image_size": config.data.image_size,
+            "grayscale": config.data.grayscale,
+            "in_features": config.data.in_features,
+        },
+        "progress": run.progress.as_dict(),
+        "rng": distributed.rng_state(run.device),
+    }
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[dict[str, int]]:
     """Turn Ctrl-C and SIGTERM into a request the loop honours after the current step."""
@@ -254,398 +429,52 @@ def stop_on_signals() -> Iterator[dict[str, int]]:
             signal.signal(s, h)
 
 
-# --- the loop -------------------------------------------------------------------------------
+@contextmanager
+def _closing(observers: list[Observer]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for observer in observers:
+            observer.close()
 
 
-@dataclass
-class Progress:
-    """Where a run stands; saved in every checkpoint so a resume continues exactly."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # batches completed in the current epoch
-    loss_sum: float = 0.0  # sum of batch loss × batch size so far this epoch
-    loss_count: int = 0
-    best_accuracy: float = -1.0
-    best_epoch: int = 0
-    stale_epochs: int = 0
-    elapsed: float = 0.0  # training seconds before this process
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class Summary:
-    run_dir: Path
-    epochs: int
-    best_accuracy: float
-    best_epoch: int
-    final: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def train(
-    config: Config, run_dir: Path, resume: bool = False, data: PreparedData | None = None
-) -> Summary:
-    """Train per `config` into `run_dir` (which holds `last.pt` when resuming).
-
-    Inside a process group (torchrun) every rank calls this with the same arguments.
-    """
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
-    rank, world = distributed.rank(), distributed.world_size()
-    main = rank == 0
-    device = distributed.device() if distributed.active() else resolve_device(config.device)
-    if distributed.active():
-        check_distributed(config, world, device)
-    check_population_fits(config, device)
-    show_progress = config.train.progress and main
-    checkpoint = load_checkpoint(run_dir, prefer="last.pt") if resume else None
-    if data is None:
-        with distributed.main_first():  # rank 0 decodes and caches; the others read its cache
-            data = prepare_data(config, progress=show_progress)
-    if checkpoint is not None:
-        data.mean = np.asarray(checkpoint["normalization"]["mean"], dtype=np.float32)
-        data.std = np.asarray(checkpoint["normalization"]["std"], dtype=np.float32)
-
-    torch.manual_seed(config.seed)
-    model = build_model(config, data.in_features).to(device)
-    if model.whitening is not None and checkpoint is None:  # a resumed run loads its own
-        whitening = zca_whitening(
-            data.images.pixels, data.train_indices, data.mean, data.std, config.data.zca_epsilon
-        )
-        model.whitening.set(*(torch.from_numpy(array) for array in whitening))
-    optimizer = build_optimizer(
-        config.optimizer.name, model.parameters(), **optimizer_arguments(config)
-    )
-    loss_fn = LOSSES[config.loss]
-    members = config.model.ensemble
-
-    def objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # The loss is the members' mean; their sum gives each member exactly the gradient
-        # it would get training alone, so lr means the same for any ensemble size.
-        return loss_fn(logits, labels) * members
-
-    progress = Progress()
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        progress = Progress(**checkpoint["progress"])
-        _restore_rng(checkpoint["rng"], device, config.seed, progress)
-    else:
-        if main:
-            save_config(config, run_dir / "config.yaml")
-        if world > 1:
-            # Same initial weights everywhere (seeded above), but each rank's own dropout masks.
-            torch.manual_seed(_rank_seed(config.seed, rank))
-    # DDP averages the gradients in backward; `model` stays the plain network for
-    # checkpoints and evaluation.
-    network = distributed.wrap(model) if distributed.active() else model
-
-    batch_size = (
-        len(data.train_indices) if config.train.batch_size == "full" else config.train.batch_size
-    )
-    batches = Batches(
-        data.images.pixels,
-        data.images.labels,
-        data.train_indices,
-        batch_size,
-        data.mean,
-        data.std,
-        device=device,
-        shuffle=True,
-        seed=config.seed,
-        augment=Augment(**config.data.augment.model_dump()),
-        rank=rank,
-        world_size=world,
-    )
-    metrics_path = run_dir / "metrics.csv"
-    if main:
-        _keep_metrics_rows(metrics_path, progress.epoch)
-    smoothing = config.train.label_smoothing
-    epochs = config.train.epochs
-    base_lr = config.optimizer.lr
-
-    def payload() -> dict[str, Any]:
-        """The checkpoint; every rank must call it (it gathers the ranks' random states)."""
-        rng = _rng_state(device)
-        if world > 1:
-            ranks = distributed.all_gather(rng)
-            rng = {**ranks[0], "ranks": ranks}
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "config": config_dict(config),
-            "normalization": {
-                "mean": data.mean.tolist(),
-                "std": data.std.tolist(),
-                "image_size": config.data.image_size,
-                "grayscale": config.data.grayscale,
-                "in_features": data.in_features,
-            },
-            "progress": progress.as_dict(),
-            "rng": rng,
-        }
-
-    model.train()
-    started = time.perf_counter()
-    with stop_on_signals() as stop:
-        while progress.epoch < epochs:
-            epoch = progress.epoch
-            epoch_started = time.perf_counter()
-            bar = tqdm(
-                total=len(batches),
-                initial=progress.step,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                disable=not show_progress,
-                leave=False,
-                dynamic_ncols=True,
-            )
-            evaluations_before = getattr(optimizer, "evaluations", None)
-            lr = base_lr
-            for x, y in batches.epoch(epoch, start=progress.step):
-                lr = learning_rate(
-                    config.train.schedule, base_lr, epoch + progress.step / len(batches), epochs
-                )
-                for group in optimizer.param_groups:
-                    if "lr" in group:
-                        group["lr"] = lr
-                if smoothing:
-                    y = y * (1 - smoothing) + smoothing / 2
-                rows = min(batch_size, len(data.train_indices) - progress.step * batch_size)
-                weight = len(y) * world / rows  # 1 in one process; see train_step
-                loss = float(train_step(network, optimizer, objective, x, y, weight)) / members
-                # One all-reduce per step (none in one process): the global batch's loss, and
-                # whether any rank was asked to stop, so that all ranks stop at the same step.
-                loss_sum, count, stopping = distributed.sum_across(
-                    [loss * len(y), len(y), float(bool(stop))]
-                )
-                if not math.isfinite(loss_sum):
-                    batch_loss = loss_sum / count
-                    raise Diverged(
-                        f"loss became {batch_loss} at epoch {epoch + 1}, batch {progress.step + 1} "
-                        f"with optimizer.lr={lr:g}: the steps are too large; try a smaller lr "
-                        f"(e.g. --set optimizer.lr={base_lr / 10:g}). "
-                        f"Metrics so far are in {metrics_path}, "
-                        f"the last good checkpoint is {run_dir / 'last.pt'}"
-                    )
-                progress.step += 1
-                progress.loss_sum += loss_sum
-                progress.loss_count += int(count)
-                bar.update(1)
-                postfix = {"loss": f"{progress.loss_sum / progress.loss_count:.4f}"}
-                if evaluations_before is not None:
-                    rate = (optimizer.evaluations - evaluations_before) / max(
-                        time.perf_counter() - epoch_started, 1e-9
-                    )
-                    postfix["evals/s"] = f"{rate:.0f}"
-                bar.set_postfix(postfix, refresh=False)
-                if stopping:
-                    signum = distributed.max_across(stop.get("signal", 0))  # some rank's signal
-                    bar.close()
-                    progress.elapsed += time.perf_counter() - started
-                    state = payload()
-                    if main:
-                        save_checkpoint(state, run_dir / "last.pt")
-                    distributed.barrier()  # no rank exits before last.pt is on disk
-                    name = signal.Signals(signum).name
-                    raise Interrupted(
-                        f"{name}: stopped at epoch {epoch + 1}, batch {progress.step}; "
-                        "resume with: "
-                        f"catdog train --resume {run_dir}",
-                        exit_code=128 + signum,
-                    )
-            bar.close()
-
-            val = measure_split(model, data, loss_fn, device, config)
-            train_loss = progress.loss_sum / max(progress.loss_count, 1)
-            now = time.perf_counter()
-            seconds = now - epoch_started
-            elapsed = progress.elapsed + (now - started)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "val_loss": val.loss,
-                "val_accuracy": val.accuracy,
-                "lr": lr,
-                "seconds": seconds,
-                "elapsed": elapsed,
-            }
-            if main:
-                _append_metrics_row(metrics_path, row)
-            improved = val.count == 0 or val.accuracy > progress.best_accuracy
-            if improved:
-                progress.best_accuracy = val.accuracy if val.count else float("nan")
-                progress.best_epoch = epoch + 1
-                progress.stale_epochs = 0
-            else:
-                progress.stale_epochs += 1
-            progress.epoch += 1
-            progress.step = 0
-            progress.loss_sum = 0.0
-            progress.loss_count = 0
-            state = payload()
-            state["progress"]["elapsed"] = elapsed
-            if main:
-                save_checkpoint(state, run_dir / "last.pt")
-                if improved:
-                    save_checkpoint(state, run_dir / "best.pt")
-                print(
-                    f"epoch {epoch + 1:>3}/{epochs}  train_loss {train_loss:.4f}  "
-                    f"val_loss {val.loss:.4f}  val_acc {val.accuracy:.2%}  {seconds:.1f}s",
-                    flush=True,
-                )
-            patience = config.train.early_stopping
-            if patience is not None and progress.stale_epochs >= patience:
-                note(f"early stopping: no better validation accuracy for {patience} epochs")
-                break
-
-    distributed.barrier()  # rank 0 has written everything before any rank returns
-    total = progress.elapsed + (time.perf_counter() - started)
-    final = read_metrics(metrics_path)[-1] if metrics_path.exists() else {}
-    if main and metrics_path.exists():  # under DDP one writer: rank 0
-        from catdog.plots import plot_curves  # lazy: matplotlib takes a while to import
-
-        plot_curves(read_metrics(metrics_path), run_dir / "curves.png", title=run_dir.name)
-    return Summary(
-        run_dir, progress.epoch, progress.best_accuracy, progress.best_epoch, final, total
+def _interrupted(run: Run, stop: dict[str, int], elapsed: float) -> Interrupted:
+    """Write a resumable `last.pt` at this step, and the error that ends the run."""
+    signum = distributed.max_across(stop.get("signal", 0))  # some rank's signal
+    run.progress.elapsed = elapsed
+    state = checkpoint_payload(run)
+    if distributed.is_main():
+        save_checkpoint(state, run.run_dir / runs.LAST)
+    distributed.barrier()  # no rank exits before last.pt is on disk
+    return Interrupted(
+        f"{signal.Signals(signum).name}: stopped at epoch {run.progress.epoch + 1}, batch "
+        f"{run.progress.step}; resume with: catdog train --resume {run.run_dir}",
+        exit_code=128 + signum,
     )
 
 
-# --- data parallel ----------------------------------------------------------------------------
-
-
-def check_distributed(config: Config, world_size: int, device: torch.device) -> None:
-    """Refuse, in one line, what data-parallel training can't do exactly as one process does."""
-    name = config.optimizer.name
-    if not getattr(OPTIMIZERS[name], "uses_gradients", True):
-        raise distributed.everywhere(
-            ConfigError(
-                f"optimizer.name: {name!r} is gradient-free, so DistributedDataParallel has no "
-                "gradients to average; train it in one process (without torchrun or --nproc)"
-            )
-        )
-    if config.model.batch_norm and world_size > 1 and device.type != "cuda":
-        raise distributed.everywhere(
-            ConfigError(
-                "model.batch_norm: over several processes the batch statistics need "
-                "SyncBatchNorm, which torch runs on GPUs only; on the CPU train it in one "
-                "process, or set model.batch_norm=false"
-            )
-        )
-
-
-def measure_split(
-    model: torch.nn.Module, data: PreparedData, loss_fn: Loss, device: torch.device, config: Config
-) -> Measurement:
-    """The validation measurement; under DDP each rank measures every world-th photo, then all
-    ranks gather the parts and merge them, so every rank gets the whole split's numbers."""
-    if distributed.world_size() == 1:
-        return _measure(model, data, data.val_indices, loss_fn, device, config)
-    mine = np.sort(data.val_indices)[distributed.rank() :: distributed.world_size()]
-    part = _measure(model, data, mine, loss_fn, device, config)
-    return merge_measurements(distributed.all_gather(part))
-
-
-def merge_measurements(parts: list[Measurement]) -> Measurement:
-    """One measurement from W parts, part r taken on rows r, r + W, r + 2W, ... of the sorted rows.
-
-    loss = Σ_r loss_r·n_r / Σ_r n_r (each part's loss is a mean over its n_r rows), the confusion
-    matrices add up, and the probabilities interleave back into sorted-row order.
-    """
-    count = sum(part.count for part in parts)
-    if count == 0:
-        return parts[0]
-    confusion = np.sum([part.confusion for part in parts], axis=0)
-    probabilities = np.empty(count, dtype=np.float32)
-    for offset, part in enumerate(parts):
-        probabilities[offset :: len(parts)] = part.probabilities
-    loss = sum(part.loss * part.count for part in parts if part.count) / count
-    # A float32 mean, as `measure` takes it, so the accuracy matches one process to the bit.
-    accuracy = float(np.float32(np.trace(confusion)) / np.float32(count))
-    return Measurement(loss, accuracy, count, confusion.tolist(), probabilities)
-
-
-def _measure(
-    model: torch.nn.Module,
-    data: PreparedData,
-    rows: np.ndarray,
-    loss_fn: Loss,
-    device: torch.device,
-    config: Config,
-) -> Measurement:
-    return measure(
-        model,
-        data.images.pixels,
-        data.images.labels,
-        rows,
-        data.mean,
-        data.std,
-        loss_fn,
-        device,
-        batch_size=config.eval.batch_size,
-        tta=config.eval.tta,
+def _diverged(run: Run, batch_loss: float, lr: float) -> Diverged:
+    progress = run.progress
+    kept = (
+        f"Metrics so far are in {run.run_dir / runs.METRICS}, "
+        f"the last good checkpoint is {run.run_dir / runs.LAST}"
+        if progress.epoch
+        else "Nothing was saved: it diverged in the first epoch"
+    )
+    return Diverged(
+        f"loss became {batch_loss} at epoch {progress.epoch + 1}, batch {progress.step + 1} "
+        f"with optimizer.lr={lr:g}: the steps are too large; try a smaller lr "
+        f"(e.g. --set optimizer.lr={run.config.optimizer.lr / 10:g}). {kept}"
     )
 
 
-def _rank_seed(*parts: int) -> int:
-    """A seed for this rank's own random stream (dropout), mixed from `parts`."""
-    state = np.random.SeedSequence([int(part) for part in parts]).generate_state(1, np.uint64)
-    return int(state[0] >> 1)  # 63 bits: torch.manual_seed takes a signed 64-bit seed
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-    }
-
-
-def _restore_rng(
-    saved: dict[str, Any], device: torch.device, seed: int, progress: Progress
-) -> None:
-    """Continue the random stream the checkpoint left off at; under DDP each rank its own.
-
-    A checkpoint from another number of processes has no stream for this rank: it starts a
-    fresh one from (seed, rank, epoch, step).
-    """
-    rank, world = distributed.rank(), distributed.world_size()
-    if world > 1:
-        ranks = saved.get("ranks") or []
-        if len(ranks) != world:
-            torch.manual_seed(_rank_seed(seed, rank, progress.epoch, progress.step))
-            return
-        saved = ranks[rank]
-    torch.set_rng_state(saved["torch"])
-    if device.type == "cuda" and saved.get("cuda") is not None:
-        torch.cuda.set_rng_state(saved["cuda"], device)
-
-
-def resume_config(run_dir: Path) -> Config:
-    """The resolved config a run was started with, from its last checkpoint."""
-    checkpoint = load_checkpoint(run_dir, prefer="last.pt")
-    return validate(checkpoint["config"], source=str(run_dir / "last.pt"))
-
-
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    with path.open(newline="") as file:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
-
-
-def _append_metrics_row(path: Path, row: dict[str, float]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=METRICS_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _keep_metrics_rows(path: Path, epochs: int) -> None:
-    """On resume, drop rows of epochs the checkpoint had not completed (killed between writes)."""
-    if not path.exists():
-        return
-    rows = [r for r in read_metrics(path) if r["epoch"] <= epochs]
-    path.unlink()
-    for r in rows:
-        _append_metrics_row(path, {k: (int(v) if k == "epoch" else v) for k, v in r.items()})
+def _saved_normalization(
+    checkpoint: dict[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    if checkpoint is None:
+        return None
+    saved = checkpoint["normalization"]
+    return (
+        np.asarray(saved["mean"], dtype=np.float32),
+        np.asarray(saved["std"], dtype=np.float32),
+    )

@@ -1,14 +1,10 @@
 """Shared fixtures: a small demo photo set made once per session, and a private cache folder."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_PHOTOS = REPO.parent / "shared" / "data" / "dogs-vs-cats" / "train"
+from tests.helpers import REAL_PHOTOS
 
 
 @pytest.fixture(autouse=True)
@@ -37,20 +33,3 @@ def real_photos() -> Path:
             f"real photos not found at {REAL_PHOTOS} (the shared data folder beside the checkout)"
         )
     return REAL_PHOTOS
-
-
-def catdog(
-    *args: str | Path,
-    cwd: Path | None = None,
-    timeout: float = 300,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "catdog", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )

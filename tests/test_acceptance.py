@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import catdog
+from tests.helpers import catdog
 
 
 @pytest.mark.slow

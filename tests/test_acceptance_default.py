@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, catdog
+from tests.helpers import REPO, catdog
 
 EPOCHS = 30
 BAR = 0.64

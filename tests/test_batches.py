@@ -7,7 +7,8 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as tvf
 
-from catdog.batches import Augment, Batches, channel_stats, to_inputs
+from catdog.batches import Batches, channel_stats, to_inputs
+from catdog.config import AugmentConfig
 from catdog.data import DataError
 
 SIZE = 8
@@ -131,12 +132,12 @@ def test_permutation_depends_only_on_seed_and_epoch() -> None:
     assert row_numbers(epoch_list(fresh, 3)[0][0]) != row_numbers(epoch_list(other_seed, 3)[0][0])
 
 
-ALL_AUGMENTS = Augment(hflip=True, shift=2, brightness=0.3, contrast=0.3)
-WITH_MIXUP = Augment(hflip=True, shift=2, brightness=0.3, contrast=0.3, mixup=0.4)
+ALL_AUGMENTS = AugmentConfig(hflip=True, shift=2, brightness=0.3, contrast=0.3)
+WITH_MIXUP = AugmentConfig(hflip=True, shift=2, brightness=0.3, contrast=0.3, mixup=0.4)
 
 
 @pytest.mark.parametrize("augment", [None, ALL_AUGMENTS, WITH_MIXUP])
-def test_resume_mid_epoch_sees_the_same_batches(augment: Augment | None) -> None:
+def test_resume_mid_epoch_sees_the_same_batches(augment: AugmentConfig | None) -> None:
     pixels = coded_pixels(90)
     uninterrupted = epoch_list(plain(pixels, np.arange(90), 8, seed=9, augment=augment), 2)
     for start in (0, 1, 6, 11):
@@ -161,7 +162,7 @@ def test_augmentation_is_deterministic_and_varies_by_batch_and_epoch() -> None:
 
 @pytest.mark.parametrize("augment", [None, ALL_AUGMENTS, WITH_MIXUP])
 def test_ranks_split_each_global_batch_and_together_match_one_process(
-    augment: Augment | None,
+    augment: AugmentConfig | None,
 ) -> None:
     pixels = coded_pixels(50)
     single = epoch_list(plain(pixels, np.arange(50), 12, seed=3, augment=augment), 1)
@@ -198,7 +199,7 @@ def test_constant_channel_is_refused() -> None:
 # Batches: augmentation shapes, ranges and maths
 
 
-def photos_and_augmented(augment: Augment, levels: tuple[int, int] = (0, 256)):
+def photos_and_augmented(augment: AugmentConfig, levels: tuple[int, int] = (0, 256)):
     """Originals (B, C, S, S) in [0, 1] and their augmented versions, in batch order."""
     count, seed = 64, 0
     pixels = np.random.default_rng(seed).integers(*levels, (count, 3, SIZE, SIZE), dtype=np.uint8)
@@ -216,13 +217,13 @@ def photos_and_augmented(augment: Augment, levels: tuple[int, int] = (0, 256)):
 def test_default_augment_is_off() -> None:
     pixels = coded_pixels(20)
     assert_same_batches(
-        epoch_list(plain(pixels, np.arange(20), 5, augment=Augment()), 0),
+        epoch_list(plain(pixels, np.arange(20), 5, augment=AugmentConfig()), 0),
         epoch_list(plain(pixels, np.arange(20), 5), 0),
     )
 
 
 def test_hflip_mirrors_about_half_the_photos() -> None:
-    originals, augmented = photos_and_augmented(Augment(hflip=True))
+    originals, augmented = photos_and_augmented(AugmentConfig(hflip=True))
     flipped = [torch.allclose(a, o.flip(-1)) for a, o in zip(augmented, originals, strict=True)]
     kept = [torch.allclose(a, o) for a, o in zip(augmented, originals, strict=True)]
     assert all(f or k for f, k in zip(flipped, kept, strict=True))
@@ -231,7 +232,7 @@ def test_hflip_mirrors_about_half_the_photos() -> None:
 
 def test_shift_matches_reflect_pad_and_crop() -> None:
     shift = 3
-    originals, augmented = photos_and_augmented(Augment(shift=shift))
+    originals, augmented = photos_and_augmented(AugmentConfig(shift=shift))
     offsets = set()
     for original, out in zip(originals.numpy(), augmented.numpy(), strict=True):
         padded = np.pad(original, ((0, 0), (shift, shift), (shift, shift)), mode="reflect")
@@ -249,8 +250,8 @@ def test_shift_matches_reflect_pad_and_crop() -> None:
 def test_brightness_and_contrast_match_torchvision() -> None:
     # Pixel levels chosen so that no factor in [0.6, 1.4] pushes a value past 0 or 1.
     for augment, levels in (
-        (Augment(brightness=0.4), (0, 160)),
-        (Augment(contrast=0.4), (64, 192)),
+        (AugmentConfig(brightness=0.4), (0, 160)),
+        (AugmentConfig(contrast=0.4), (64, 192)),
     ):
         originals, augmented = photos_and_augmented(augment, levels)
         factors = []
@@ -275,7 +276,7 @@ def label_coded_batches(alpha: float, photos: int = 64, batch_size: int = 16, **
     mean, std = np.full(3, 0.5), np.full(3, 0.5)
     return Batches(
         pixels, labels, np.arange(photos), batch_size, mean, std, seed=2,
-        augment=Augment(mixup=alpha, **augments),
+        augment=AugmentConfig(mixup=alpha, **augments),
     )  # fmt: skip
 
 
@@ -307,15 +308,17 @@ def test_mixup_off_keeps_hard_labels() -> None:
         assert set(y.tolist()) <= {0.0, 1.0}
 
 
-def test_augment_validates_its_settings() -> None:
+def test_augment_config_validates_its_settings() -> None:
     with pytest.raises(ValueError, match="shift"):
-        Augment(shift=-1)
+        AugmentConfig(shift=-1)
     with pytest.raises(ValueError, match="brightness"):
-        Augment(brightness=1.5)
+        AugmentConfig(brightness=1.5)
     with pytest.raises(ValueError, match="mixup"):
-        Augment(mixup=-0.1)
+        AugmentConfig(mixup=-0.1)
     with pytest.raises(ValueError, match="contrast"):
-        Augment(contrast=-0.1)
+        AugmentConfig(contrast=-0.1)
+    with pytest.raises(ValueError, match="mixup"):
+        AugmentConfig(mixup=float("inf"))
 
 
 def test_batches_from_a_memmap_match_to_inputs(tmp_path: Path) -> None:

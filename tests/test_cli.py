@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, catdog
+from tests.helpers import REPO, catdog
 
 FAST = [
     "--set",

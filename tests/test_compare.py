@@ -10,10 +10,10 @@ from PIL import Image
 
 from catdog.compare import differing_keys, flatten, parse_grid, plan, shared_data
 from catdog.config import ConfigError, load_config
-from catdog.experiment import fresh_folder, run
+from catdog.experiment import run
+from catdog.runs import fresh_folder, read_metrics
 from catdog.scoreboard import DEFAULT_TARGET, markdown, score
-from catdog.train import read_metrics, train
-from tests.conftest import REPO, catdog
+from tests.helpers import REPO, catdog, resume
 
 ENV = {"PYTHONPATH": str(REPO)}  # the checkout under test, not an installed copy
 
@@ -249,7 +249,7 @@ def test_a_single_run_draws_its_curves_and_redraws_them_on_resume(
         assert image.format == "PNG" and image.size == (1000, 400)
     before = (summary.run_dir / "curves.png").read_bytes()
     longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 3})})
-    train(longer, summary.run_dir, resume=True)
+    resume(longer, summary.run_dir)
     assert (summary.run_dir / "curves.png").read_bytes() != before  # now three epochs
 
 

@@ -22,20 +22,16 @@ import torch
 from PIL import Image
 
 from catdog import distributed
+from catdog.builders import prepare_data
 from catdog.config import Config, ConfigError, load_config
+from catdog.distributed import check_distributed
 from catdog.experiment import run
 from catdog.losses import LOSSES
-from catdog.metrics import measure
+from catdog.metrics import measure, merge_measurements
 from catdog.model import MLP
 from catdog.optim import OPTIMIZERS
-from catdog.train import (
-    check_distributed,
-    merge_measurements,
-    prepare_data,
-    read_metrics,
-    train,
-)
-from tests.conftest import catdog
+from catdog.runs import read_metrics
+from tests.helpers import catdog, largest_difference, resume, weights, with_epochs, without_time
 
 TOLERANCE = 1e-5
 
@@ -56,7 +52,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def small_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
+def ddp_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
     """48 training photos, 12 for validation; batch 47 splits 24/23, then 1/0 over 2 ranks."""
     return load_config(
         None,
@@ -76,25 +72,8 @@ def small_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
     )
 
 
-def with_epochs(config: Config, epochs: int) -> Config:
-    return config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
-
-
 def named(config: Config, name: str) -> Config:
     return config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
-
-
-def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-
-
-def without_time(rows: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
 
 
 def assert_same_metrics(a: Path, b: Path) -> None:
@@ -185,7 +164,7 @@ def _rank(rank: int, world_size: int, port: int, job: Callable[[], Any], queue: 
 def test_two_ranks_take_the_steps_of_one_process(
     photos: Path, tmp_path: Path, optimizer: list[str]
 ) -> None:
-    config = small_config(photos, tmp_path, *optimizer)
+    config = ddp_config(photos, tmp_path, *optimizer)
     one = run(config, "one")
     run_dirs = in_ranks(lambda: run(config, "two").run_dir)
     assert run_dirs[0] == run_dirs[1], "every rank trains into rank 0's run folder"
@@ -196,12 +175,12 @@ def test_two_ranks_take_the_steps_of_one_process(
 
 
 def test_resume_under_ddp_continues_like_one_process(photos: Path, tmp_path: Path) -> None:
-    config = small_config(photos, tmp_path, "optimizer.name=adam", "optimizer.lr=0.01")
+    config = ddp_config(photos, tmp_path, "optimizer.name=adam", "optimizer.lr=0.01")
     whole = run(config, "whole")
 
     def part_then_rest() -> Path:
         run_dir = run(with_epochs(config, 1), "part").run_dir
-        train(config, run_dir, resume=True)
+        resume(config, run_dir)
         return run_dir
 
     run_dir = in_ranks(part_then_rest)[0]
@@ -214,7 +193,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(
 ) -> None:
     """Rank 1 alone gets SIGTERM; both ranks stop after the same step, rank 0 saves, and the
     resumed run (dropout, so each rank's random stream matters) equals one never stopped."""
-    config = small_config(
+    config = ddp_config(
         photos, tmp_path, "train.epochs=500", "train.batch_size=11", "model.dropout=0.3"
     )
     config = named(config, "x")
@@ -232,7 +211,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(
     assert "SIGTERM: stopped at" in message
     stopped = torch.load(run_dir / "last.pt", weights_only=True)["progress"]
     epochs = stopped["epoch"] + 1  # finish the epoch it stopped in
-    in_ranks(lambda: train(with_epochs(config, epochs), run_dir, resume=True))
+    in_ranks(lambda: resume(with_epochs(config, epochs), run_dir))
 
     never_stopped = named(with_epochs(config, epochs), "y")
     other = in_ranks(lambda: run(never_stopped, "y").run_dir)[0]
@@ -249,13 +228,13 @@ def _terminate_after_first_epoch(run_dir: Path) -> None:
 
 
 def test_divergence_stops_every_rank(photos: Path, tmp_path: Path) -> None:
-    config = small_config(photos, tmp_path, "loss=bce", "optimizer.lr=1e30", "train.epochs=3")
+    config = ddp_config(photos, tmp_path, "loss=bce", "optimizer.lr=1e30", "train.epochs=3")
     outcomes = in_ranks(lambda: run(config, "d"))
     assert [outcome[:2] for outcome in outcomes] == [("raised", "Diverged")] * 2
 
 
 def test_validation_parts_merge_into_the_whole(photos: Path, tmp_path: Path) -> None:
-    config = small_config(photos, tmp_path, "data.val_fraction=0.5")
+    config = ddp_config(photos, tmp_path, "data.val_fraction=0.5")
     data = prepare_data(config, progress=False)
     torch.manual_seed(0)
     model = MLP(data.in_features, [8])
@@ -279,7 +258,7 @@ def test_validation_parts_merge_into_the_whole(photos: Path, tmp_path: Path) -> 
 
 def test_refusals_name_the_key(photos: Path, tmp_path: Path) -> None:
     cpu = torch.device("cpu")
-    batch_norm = small_config(photos, tmp_path, "model.batch_norm=true")
+    batch_norm = ddp_config(photos, tmp_path, "model.batch_norm=true")
     with pytest.raises(ConfigError, match=r"^model\.batch_norm: .*SyncBatchNorm"):
         check_distributed(batch_norm, 2, cpu)
     check_distributed(batch_norm, 1, cpu)  # one process: plain batch norm is exact

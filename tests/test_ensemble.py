@@ -7,15 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from catdog.batches import Augment, Batches
-from catdog.config import ConfigError, load_config
+from catdog.batches import Batches
+from catdog.builders import build_model, prepare_data
+from catdog.config import AugmentConfig, ConfigError, load_config
 from catdog.experiment import run
 from catdog.losses import LOSSES
 from catdog.optim import build_optimizer
-from catdog.train import build_model, prepare_data, train_step
-from tests.conftest import catdog
-from tests.test_model import member
-from tests.test_train import assert_resume_matches_whole, small_config
+from catdog.train import train_step
+from tests.helpers import assert_resume_matches_whole, catdog, member, small_config
 
 
 def test_each_member_trains_exactly_as_it_would_alone(demo_photos: Path, tmp_path: Path) -> None:
@@ -30,10 +29,10 @@ def test_each_member_trains_exactly_as_it_would_alone(demo_photos: Path, tmp_pat
 
     data = prepare_data(config, progress=False)
     torch.manual_seed(config.seed)  # as `train` does before building the model
-    initial = build_model(config, data.in_features)
+    initial = build_model(config)
     batches = Batches(
         data.images.pixels, data.images.labels, data.train_indices, config.train.batch_size,
-        data.mean, data.std, seed=config.seed, augment=Augment(hflip=True),
+        data.mean, data.std, seed=config.seed, augment=AugmentConfig(hflip=True),
     )  # fmt: skip
     for k in range(3):
         alone = member(initial, k)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from catdog.figures import FIGURES, lag, noisy_cosine, past_weights
 from catdog.ravine import CURVATURES, RACERS, Descent, descend, race, ravine
-from tests.conftest import REPO, catdog
+from tests.helpers import REPO, catdog
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,8 @@ from torch import nn
 from catdog.batches import to_inputs
 from catdog.losses import LOSSES
 from catdog.metrics import predict_pixels
-from catdog.model import MLP, MemberLinear
-
-
-def member(ensemble: MLP, k: int) -> MLP:
-    """Member k of `ensemble` copied into a single-network MLP of `nn.Linear` layers."""
-    dtype = next(ensemble.parameters()).dtype
-    single = MLP(ensemble.in_features, _hidden(ensemble), members=1).to(dtype)
-    linears = [m for m in single.layers if isinstance(m, nn.Linear)]
-    batched = [m for m in ensemble.layers if isinstance(m, MemberLinear)]
-    with torch.no_grad():
-        for linear, stacked in zip(linears, batched, strict=True):
-            linear.weight.copy_(stacked.weight[k].T)
-            linear.bias.copy_(stacked.bias[k, 0])
-    return single
-
-
-def _hidden(model: MLP) -> list[int]:
-    widths = [m.weight.shape[-1] for m in model.layers if isinstance(m, MemberLinear)]
-    return widths[:-1]
+from catdog.model import MLP
+from tests.helpers import member
 
 
 def test_one_member_is_the_plain_linear_network() -> None:

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from catdog.checkpoint import CheckpointError, load_checkpoint
-from catdog.train import Diverged, read_metrics, train
-from tests.conftest import catdog
-from tests.test_train import small_config, without_time
+from catdog.errors import Diverged
+from catdog.runs import read_metrics
+from tests.helpers import catdog, resume, small_config, without_time
 
 SLOW_RUN = [
     "--set", "data.image_size=16", "--set", "model.hidden=[64]", "--set", "train.epochs=30",
@@ -70,7 +70,8 @@ from pathlib import Path
 from catdog.checkpoint import save_checkpoint
 path = Path(sys.argv[1])
 payloads = [
-    {"model": {"w": torch.full((256, 1024), float(v))}, "config": {}, "normalization": {}}
+    {"model": {"w": torch.full((256, 1024), float(v))}, "config": {},
+     "normalization": {"mean": [0.0], "std": [1.0]}}
     for v in (1, 2)
 ]
 print("ready", flush=True)
@@ -112,7 +113,7 @@ def test_divergence_keeps_metrics_and_the_last_good_checkpoint(
         update={"train": config.train.model_copy(update={"epochs": 3})}
     )
     with pytest.raises(Diverged, match=r"loss became (nan|inf).*smaller lr"):
-        train(exploding, summary.run_dir, resume=True)
+        resume(exploding, summary.run_dir)
     after = torch.load(summary.run_dir / "last.pt", weights_only=True)
     assert all(torch.equal(good["model"][k], after["model"][k]) for k in good["model"])
     assert len(read_metrics(summary.run_dir / "metrics.csv")) == 1

@@ -6,30 +6,11 @@ import pytest
 import torch
 
 from catdog.config import Config, ConfigError, load_config
-from catdog.experiment import new_run_dir, run
-from catdog.train import Diverged, learning_rate, read_metrics, train
-
-
-def small_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
-    return load_config(
-        None,
-        [
-            f"data.root={photos}",
-            "data.image_size=16",
-            "data.workers=0",
-            "model.hidden=[32]",
-            "train.epochs=3",
-            "train.batch_size=16",
-            "train.progress=false",
-            "optimizer.lr=0.1",
-            f"output.dir={tmp_path / 'runs'}",
-            *overrides,
-        ],
-    )
-
-
-def without_time(rows: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
+from catdog.errors import Diverged
+from catdog.experiment import run
+from catdog.runs import new_run_dir, read_metrics
+from catdog.train import learning_rate, train
+from tests.helpers import assert_resume_matches_whole, small_config, without_time
 
 
 def test_training_lowers_the_loss_and_writes_the_run(demo_photos: Path, tmp_path: Path) -> None:
@@ -84,23 +65,6 @@ def test_checkpoints_load_without_pickled_code(demo_photos: Path, tmp_path: Path
     assert {"model", "optimizer", "config", "normalization", "progress", "rng"} <= set(checkpoint)
     assert checkpoint["progress"]["epoch"] == 1
     assert len(checkpoint["normalization"]["mean"]) == 3
-
-
-def assert_resume_matches_whole(config: Config, stop_after: int) -> None:
-    """A run stopped after `stop_after` epochs, then resumed, logs what the whole run logs and
-    ends with the same weights."""
-    whole = run(config, "whole")
-    part = run(
-        config.model_copy(update={"train": config.train.model_copy(update={"epochs": stop_after})}),
-        "part",
-    )
-    train(config, part.run_dir, resume=True)
-    assert without_time(read_metrics(part.run_dir / "metrics.csv")) == without_time(
-        read_metrics(whole.run_dir / "metrics.csv")
-    )
-    a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
-    b = torch.load(part.run_dir / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_extends_a_run_identically(demo_photos: Path, tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from catdog.config import ConfigError, load_config
 from catdog.evaluate import evaluate
 from catdog.experiment import run
 from catdog.model import MLP, Whitening
-from catdog.train import read_metrics
-from tests.test_train import assert_resume_matches_whole, small_config
+from catdog.runs import read_metrics
+from tests.helpers import assert_resume_matches_whole, small_config
 
 
 def correlated_pixels(count: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""The run folder: where a run's files live, and the one place that names them.
+
+<output.dir>/<output.name or label-time>/
+    config.yaml   the resolved config (every key), readable by `catdog train --config`
+    metrics.csv   one row per epoch (METRICS_FIELDS)
+    last.pt       the latest checkpoint: resume from it
+    best.pt       the checkpoint of the best validation accuracy so far
+    curves.png    loss and accuracy per epoch, drawn at the end
+"""
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+from catdog.checkpoint import load_checkpoint
+from catdog.config import Config, apply_override, save_config, validate
+from catdog.errors import ConfigError
+
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+LAST = "last.pt"
+BEST = "best.pt"
+CURVES = "curves.png"
+
+METRICS_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "elapsed"]
+
+RESUMABLE_KEYS = ("train.epochs", "train.progress", "device")
+"""The only keys `--set` may change on `--resume`: the rest would make another run."""
+
+
+# --- making one ---------------------------------------------------------------------------------
+
+
+def new_run_dir(config: Config, label: str) -> Path:
+    """`output.dir/output.name`, or `output.dir/<label>-<time>`; an existing folder is an error."""
+    parent = Path(config.output.dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    if config.output.name:
+        run_dir = parent / config.output.name
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise ConfigError(
+                f"output.name: run folder {run_dir} already exists; choose another name, "
+                f"or continue it with: catdog train --resume {run_dir}"
+            ) from None
+        return run_dir
+    return fresh_folder(parent, label, "output.dir")
+
+
+def fresh_folder(parent: Path, label: str, key: str) -> Path:
+    """Make and return `parent/<label>-<time>` (with a counter if taken); never an existing one.
+
+    `key` names the setting that chose `parent`, for the error message.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        folder = parent / (f"{label}-{stamp}" if attempt == 1 else f"{label}-{stamp}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{key}: could not make a new folder in {parent}")
+
+
+def write_config(config: Config, run_dir: Path) -> None:
+    save_config(config, run_dir / CONFIG)
+
+
+# --- resuming one -------------------------------------------------------------------------------
+
+
+def load_resume(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, dict]:
+    """The run's config (with the few `--set` changes a resume allows) and its `last.pt`.
+
+    The checkpoint is read once, here, and handed to the training loop.
+    """
+    for assignment in overrides:
+        key = assignment.partition("=")[0].strip()
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError(
+                f"--set {key}: only {', '.join(RESUMABLE_KEYS[:-1])} and {RESUMABLE_KEYS[-1]} "
+                "can change on --resume"
+            )
+    checkpoint = load_checkpoint(run_dir, prefer=LAST)
+    data = checkpoint["config"]
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return validate(data, source=str(checkpoint["path"])), checkpoint
+
+
+# --- metrics.csv ----------------------------------------------------------------------------------
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    with path.open(newline="") as file:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+
+
+def run_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """A run's rows, or none if it stopped before its first epoch ended."""
+    path = run_dir / METRICS
+    return read_metrics(path) if path.exists() else []
+
+
+def append_metrics_row(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=METRICS_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def keep_metrics_rows(path: Path, epochs: int) -> None:
+    """On resume, drop rows of epochs the checkpoint had not completed (killed between writes)."""
+    if not path.exists():
+        return
+    rows = [r for r in read_metrics(path) if r["epoch"] <= epochs]
+    path.unlink()
+    for r in rows:
+        append_metrics_row(path, {k: (int(v) if k == "epoch" else v) for k, v in r.items()})
+
+
+def draw_curves(run_dir: Path) -> None:
+    """curves.png from metrics.csv (matplotlib imported only now: it takes a while)."""
+    rows = run_metrics(run_dir)
+    if rows:
+        from catdog.plots import plot_curves
+
+        plot_curves(rows, run_dir / CURVES, title=run_dir.name)

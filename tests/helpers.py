@@ -1,0 +1,116 @@
+"""Helpers shared by the test modules (plain functions; the fixtures live in conftest.py).
+
+Test modules import from here and never from each other.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from catdog.config import Config, load_config
+from catdog.experiment import run
+from catdog.model import MLP, MemberLinear
+from catdog.runs import load_resume, read_metrics
+from catdog.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_PHOTOS = REPO.parent / "shared" / "data" / "dogs-vs-cats" / "train"
+
+
+def catdog(
+    *args: str | Path,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "catdog", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# --- configs and runs -------------------------------------------------------------------------
+
+
+def small_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
+    """A config that trains in seconds on the demo photos: 16 px, one hidden layer of 32."""
+    return load_config(
+        None,
+        [
+            f"data.root={photos}",
+            "data.image_size=16",
+            "data.workers=0",
+            "model.hidden=[32]",
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.progress=false",
+            "optimizer.lr=0.1",
+            f"output.dir={tmp_path / 'runs'}",
+            *overrides,
+        ],
+    )
+
+
+def with_epochs(config: Config, epochs: int) -> Config:
+    return config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
+
+
+def without_time(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """metrics.csv rows without the columns that time the run."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
+
+
+def weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / name, weights_only=True)["model"]
+
+
+def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest absolute difference between two state dicts of the same keys."""
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def assert_resume_matches_whole(config: Config, stop_after: int) -> None:
+    """A run stopped after `stop_after` epochs, then resumed, logs what the whole run logs and
+    ends with the same weights."""
+    whole = run(config, "whole")
+    part = run(with_epochs(config, stop_after), "part")
+    resumed, checkpoint = load_resume(part.run_dir, [f"train.epochs={config.train.epochs}"])
+    train(resumed, part.run_dir, checkpoint=checkpoint)
+    assert without_time(read_metrics(part.run_dir / "metrics.csv")) == without_time(
+        read_metrics(whole.run_dir / "metrics.csv")
+    )
+    assert largest_difference(weights(whole.run_dir), weights(part.run_dir)) == 0.0
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+
+def member(ensemble: MLP, k: int) -> MLP:
+    """Member k of `ensemble` copied into a single-network MLP of `nn.Linear` layers."""
+    dtype = next(ensemble.parameters()).dtype
+    widths = [m.weight.shape[-1] for m in ensemble.layers if isinstance(m, MemberLinear)]
+    single = MLP(ensemble.in_features, widths[:-1], members=1).to(dtype)
+    linears = [m for m in single.layers if isinstance(m, nn.Linear)]
+    batched = [m for m in ensemble.layers if isinstance(m, MemberLinear)]
+    with torch.no_grad():
+        for linear, stacked in zip(linears, batched, strict=True):
+            linear.weight.copy_(stacked.weight[k].T)
+            linear.bias.copy_(stacked.bias[k, 0])
+    return single
+
+
+def resume(config: Config, run_dir: Path):
+    """Continue the run in `run_dir` from its last.pt under `config` (as `--resume` does)."""
+    from catdog.checkpoint import load_checkpoint
+
+    return train(config, run_dir, checkpoint=load_checkpoint(run_dir, prefer="last.pt"))
