@@ -17,7 +17,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -177,6 +176,9 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1)
     """CPU threads for torch (`torch.set_num_threads`); null: torch's default. On a busy
     shared machine 1 thread can be several times faster than all cores."""
+    stop_when_stuck: bool = True
+    """End the run (exit code 4) once MSE train and validation loss sit at the saturated-sigmoid
+    plateau, 0.5 with accuracy at chance, for 2 epochs (see catdog.stuck); false: warn only."""
 
     @field_validator("batch_size")
     @classmethod
@@ -220,8 +222,8 @@ class Config(Section):
         return device
 
     @model_validator(mode="after")
-    def _check_hyperparameters(self, info: ValidationInfo) -> "Config":
-        check_optimizer(self.optimizer, build=(info.context or {}).get("build_optimizer", True))
+    def _check_hyperparameters(self) -> "Config":
+        check_optimizer(self.optimizer)
         return self
 
 
@@ -231,14 +233,12 @@ def optimizer_parameters(name: str) -> list[str]:
     return [p for p in signature.parameters if p not in ("self", "params")]
 
 
-def check_optimizer(optimizer: OptimizerConfig, build: bool = True) -> None:
-    """Each key must be one the optimizer takes, and (`build`) the optimizer must accept its value.
+def check_optimizer(optimizer: OptimizerConfig) -> None:
+    """Each key must be one the optimizer takes, with a value the optimizer accepts.
 
-    Building one costs seconds the first time in a process (torch imports its compiler), so
-    a reader that never trains (evaluate, predict) skips it.
+    The values go through the optimizer's own `check_hyperparameters`, with its constructor's
+    defaults for the keys not given: the same check its constructor runs, without building one.
     """
-    import torch
-
     accepted = optimizer_parameters(optimizer.name)
     given = list(optimizer.model_extra or {})
     if "lr" in optimizer.model_fields_set:
@@ -250,13 +250,14 @@ def check_optimizer(optimizer: OptimizerConfig, build: bool = True) -> None:
                 f"optimizer.{key}: not taken by optimizer {optimizer.name!r}{hint} "
                 f"(it takes: {', '.join(accepted)})"
             )
-    if not build:
-        return
-    # Building it on a dummy parameter runs the optimizer's own checks now, not mid-run.
+    signature = inspect.signature(OPTIMIZERS[optimizer.name].__init__)
+    defaults = {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
     try:
-        OPTIMIZERS[optimizer.name](
-            [torch.zeros(1, requires_grad=True)], **optimizer.hyperparameters
-        )
+        OPTIMIZERS[optimizer.name].check_hyperparameters(defaults | optimizer.hyperparameters)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"optimizer ({optimizer.name}): {error}") from None
 
@@ -337,9 +338,9 @@ def load_config(
     return validate(data, source=str(path) if path is not None else "config")
 
 
-def validate(data: dict[str, Any], source: str = "config", build_optimizer: bool = True) -> Config:
+def validate(data: dict[str, Any], source: str = "config") -> Config:
     try:
-        return Config.model_validate(data, context={"build_optimizer": build_optimizer})
+        return Config.model_validate(data)
     except ValidationError as error:
         raise ConfigError(f"{source}: {_describe(error)}") from None
 

@@ -32,8 +32,7 @@ class Trained:
 
 def restore(target: str | Path, device: str | None = None) -> Trained:
     checkpoint = load_checkpoint(target)
-    # No optimizer is built here, so its constructor's checks (seconds to import) are skipped.
-    config = validate(checkpoint["config"], source=checkpoint["path"], build_optimizer=False)
+    config = validate(checkpoint["config"], source=checkpoint["path"])
     norm = checkpoint["normalization"]
     torch_device = resolve_device(device or "auto")
     model = build_model(config)

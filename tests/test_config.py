@@ -135,10 +135,12 @@ def test_a_genetic_config_round_trips_without_a_learning_rate(tmp_path: Path) ->
     assert load_config(tmp_path / "resolved.yaml") == config
 
 
-def test_a_reader_that_never_trains_still_checks_the_optimizer_keys() -> None:
-    # evaluate/predict skip building the optimizer, not the check that each key is taken.
+def test_the_optimizer_keys_and_values_are_checked_without_building_one() -> None:
     with pytest.raises(ConfigError, match=r"optimizer\.beta: not taken by optimizer 'sgd'"):
-        validate({"optimizer": {"name": "sgd", "beta": 0.9}}, build_optimizer=False)
-    with pytest.raises(ConfigError, match=r"1\.5"):
+        validate({"optimizer": {"name": "sgd", "beta": 0.9}})
+    with pytest.raises(ConfigError, match=r"optimizer \(momentum\): .*1\.5"):
         validate({"optimizer": {"name": "momentum", "beta": 1.5}})
-    assert validate({"optimizer": {"name": "momentum", "beta": 1.5}}, build_optimizer=False)
+    with pytest.raises(ConfigError, match=r"optimizer \(genetic\): .*population"):
+        validate({"optimizer": {"name": "genetic", "population": 1}})
+    # A default the config leaves out is checked too: classic momentum with its default beta.
+    assert validate({"optimizer": {"name": "momentum", "formulation": "classic"}})
