@@ -52,11 +52,17 @@ def test_full_batch_and_single_example_batches(
             tmp_path,
             f"train.batch_size={batch_size}",
             "train.epochs=1",
-            "optimizer.lr=0.01",
+            "optimizer.name=adam",
+            "optimizer.lr=0.001",
         ),
         "b",
     )
     assert summary.epochs == 1
+    # Adam counts its steps: one per batch.
+    state = torch.load(summary.run_dir / "last.pt", weights_only=True)["optimizer"]["state"]
+    steps = {int(param["step"]) for param in state.values()}
+    training_photos = 96  # 80% of the 120 demo photos
+    assert steps == {1 if batch_size == "full" else training_photos}
 
 
 def test_checkpoints_load_without_pickled_code(demo_photos: Path, tmp_path: Path) -> None:
