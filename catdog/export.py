@@ -14,6 +14,7 @@ import contextlib
 import copy
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -68,6 +69,23 @@ def input_shape(trained: Trained) -> tuple[int, int, int]:
     return (1 if trained.config.data.grayscale else 3, size, size)
 
 
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    input_shape: tuple[int, int, int]  # (C, S, S) of each photo
+    tta: bool
+
+    def describe(self) -> str:
+        channels, size, _ = self.input_shape
+        colour = "gray" if channels == 1 else "RGB"
+        mirror = ", mirror TTA folded in" if self.tta else ""
+        return (
+            f"wrote {self.path}: input {INPUT_NAME} uint8 (N, {channels}, {size}, {size}) "
+            f"{colour} photos squashed to {size}x{size}, output {OUTPUT_NAME} float32 (N,)"
+            f"{mirror}"
+        )
+
+
 def export_checkpoint(target: str | Path) -> Path:
     """The checkpoint to export: a file as given, or a run folder's best.pt (never last.pt)."""
     target = Path(target)
@@ -91,7 +109,7 @@ def export(
     out: Path | None = None,
     force: bool = False,
     tta: bool | None = None,
-) -> Path:
+) -> "Exported":
     """Write the run's network as `format` to `out` (default beside the checkpoint)."""
     if format not in SUFFIXES:
         raise ConfigError(f"--format {format}: must be one of {', '.join(SUFFIXES)}")
@@ -107,7 +125,7 @@ def export(
             to_onnx(module, example, temporary)
         else:
             to_torchscript(module, example, temporary)
-    return out
+    return Exported(out, input_shape(trained), module.tta)
 
 
 def to_onnx(module: Deployed, example: torch.Tensor, path: Path) -> None:
