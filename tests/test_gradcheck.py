@@ -1,13 +1,24 @@
-"""gradcheck: correct backprop agrees with finite differences, a wrong one is caught."""
+"""gradcheck: correct backprop agrees with finite differences, a wrong one is caught, and the
+hand-written layers (ensemble members, member batch norm, whitening) have correct gradients."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from catdog.gradcheck import LayerCheck, gradcheck, small_problem
-from catdog.model import MLP
-from tests.optim_helpers import one_thread  # noqa: F401
+from catdog.config import Config, validate
+from catdog.gradcheck import (
+    MAX_MEMBERS,
+    MAX_WIDTH,
+    ZERO_GRADIENT,
+    LayerCheck,
+    gradcheck,
+    layer_lines,
+    small_copy,
+    small_problem,
+)
+from catdog.losses import LOSSES
+from catdog.model import MLP, MemberBatchNorm, MemberLinear, Whitening
 
 
 def mse(logits: Tensor, targets: Tensor) -> Tensor:
@@ -174,3 +185,216 @@ def test_layer_check_fields() -> None:
     checks = gradcheck(model, inputs, targets, mse)
     assert all(isinstance(c, LayerCheck) for c in checks)
     assert sum(c.count for c in checks) == sum(p.numel() for p in model.parameters())
+
+
+# --- the hand-written layers, each against central differences and torch's gradcheck ---------
+
+
+class Probe(nn.Module):
+    """`layer` applied to a fixed input `x` (a buffer, so its gradient is checked too), then a
+    fixed nonlinear read-out to one logit per row: tanh, then a random projection."""
+
+    def __init__(self, layer: nn.Module, x: Tensor, out_features: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("x", x)
+        generator = torch.Generator().manual_seed(5)
+        self.register_buffer("readout", torch.randn(out_features, generator=generator))
+
+    def forward(self, _: Tensor) -> Tensor:
+        out = torch.tanh(self.layer(self.x)) @ self.readout.to(self.x.dtype)
+        return out.flatten()  # one logit per (member, row)
+
+
+def probe_targets(model: Probe) -> Tensor:
+    rows = model(model.x).numel()
+    return torch.randint(0, 2, (rows,), generator=torch.Generator().manual_seed(6)).double()
+
+
+def assert_gradients_agree(model: Probe, buffers: tuple[str, ...]) -> None:
+    """Our gradcheck on every parameter and the named buffers, then torch's as a reference."""
+    targets = probe_targets(model)
+    checks = gradcheck(model, model.x, targets, bce, buffers=buffers)
+    names = [check.name for check in checks]
+    assert names == [name for name, _ in model.named_parameters()] + list(buffers)
+    for check in checks:
+        assert check.largest_gradient > 1e-4, check  # a real gradient, not rounding noise
+        assert check.max_rel_error < 1e-6, check
+    assert torch_reference_passes_on(model, targets, buffers)
+
+
+def torch_reference_passes_on(model: Probe, targets: Tensor, buffers: tuple[str, ...]) -> bool:
+    """torch.autograd.gradcheck of the loss as a function of the parameters and `buffers`."""
+    params = dict(model.named_parameters())
+    every = {**params, **{name: dict(model.named_buffers())[name] for name in buffers}}
+    names = list(every)
+
+    def loss_of(*tensors: Tensor) -> Tensor:
+        state = dict(zip(names, tensors, strict=True))
+        return bce(torch.func.functional_call(model, state, (model.x,)), targets)
+
+    inputs = tuple(t.detach().clone().double().requires_grad_() for t in every.values())
+    return torch.autograd.gradcheck(loss_of, inputs, eps=1e-6, atol=1e-8, raise_exception=False)
+
+
+def test_member_linear_gradients() -> None:
+    torch.manual_seed(10)
+    layer = MemberLinear(3, 5, 4).double()
+    x = torch.randn(3, 7, 5, dtype=torch.float64)  # (members, batch, in)
+    assert_gradients_agree(Probe(layer, x, 4), buffers=("x",))
+
+
+def test_member_batch_norm_gradients_in_training_mode() -> None:
+    torch.manual_seed(11)
+    layer = MemberBatchNorm(3, 4).double().train()
+    with torch.no_grad():  # away from gamma = 1, beta = 0, so every term of the backward counts
+        layer.norm.weight.uniform_(0.5, 1.5)
+        layer.norm.bias.uniform_(-0.5, 0.5)
+    x = 2.0 + 3.0 * torch.randn(3, 6, 4, dtype=torch.float64)  # (members, batch, features)
+    model = Probe(layer, x, 4)
+    assert_gradients_agree(model, buffers=("x",))
+    # Training mode: the batch's own statistics, so the gradient reaches x through them too.
+    assert model.layer.training and model.layer.norm.training
+
+
+def test_member_batch_norm_keeps_members_apart_in_its_gradient() -> None:
+    # Each member normalises over its own rows: member 0's output can't depend on member 1's x.
+    layer = MemberBatchNorm(2, 3).double().train()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(x)[0].pow(3).sum(), x)
+    assert grad[0].abs().max() > 1e-3
+    assert torch.equal(grad[1], torch.zeros_like(grad[1]))
+
+
+def test_whitening_gradients() -> None:
+    torch.manual_seed(12)
+    layer = Whitening(6).double()
+    matrix = torch.randn(6, 6, dtype=torch.float64)
+    layer.set(torch.randn(6, dtype=torch.float64), matrix @ matrix.T / 6 + torch.eye(6))
+    x = torch.randn(9, 6, dtype=torch.float64)
+    assert_gradients_agree(Probe(layer, x, 6), buffers=("layer.mean", "layer.matrix", "x"))
+
+
+# --- the small copy of a config's network --------------------------------------------------
+
+FULL = {
+    "data": {"normalization": "zca", "grayscale": True, "image_size": 16},
+    "model": {
+        "hidden": [512, 6],
+        "batch_norm": True,
+        "ensemble": 4,
+        "dropout": 0.2,
+        "input_dropout": 0.1,
+    },
+    "loss": "bce",
+}
+
+
+def test_small_copy_keeps_every_layer_of_the_config() -> None:
+    problem = small_copy(validate(FULL), seed=3)
+    model = problem.model
+
+    # Written out by hand from FULL, in the order the forward pass runs them.
+    kinds = [
+        (nn.Dropout, 0.1),
+        (MemberLinear, (MAX_MEMBERS, 36, MAX_WIDTH)),
+        (MemberBatchNorm, None),
+        (nn.ReLU, None),
+        (nn.Dropout, 0.2),
+        (MemberLinear, (MAX_MEMBERS, MAX_WIDTH, 6)),
+        (MemberBatchNorm, None),
+        (nn.ReLU, None),
+        (nn.Dropout, 0.2),
+        (MemberLinear, (MAX_MEMBERS, 6, 1)),
+    ]
+    assert [type(layer) for layer in model.layers] == [kind for kind, _ in kinds]
+    for layer, (_, detail) in zip(model.layers, kinds, strict=True):
+        if isinstance(layer, nn.Dropout):
+            assert layer.p == detail
+        if isinstance(layer, MemberLinear):
+            assert tuple(layer.weight.shape) == detail
+    assert isinstance(model.whitening, Whitening)
+    # Whitened with a real ZCA map of the copy's photos, not left at the identity.
+    assert not torch.equal(model.whitening.matrix, torch.eye(36, dtype=torch.float64))
+    assert problem.buffers == ("whitening.mean", "whitening.matrix")
+    assert model.training and all(p.dtype == torch.float64 for p in model.parameters())
+    assert problem.inputs.shape == (16, 36) and problem.inputs.dtype == torch.float64
+    assert model(problem.inputs).shape == (16, MAX_MEMBERS)
+
+
+def test_small_copy_of_a_config_passes_and_lists_every_layer() -> None:
+    problem = small_copy(validate(FULL), seed=0)
+    model = problem.model
+    loss_fn = LOSSES["bce"]  # the product's: the labels apply to every member
+    checks = gradcheck(model, problem.inputs, problem.targets, loss_fn, buffers=problem.buffers)
+
+    checked = [name for name, _ in model.named_parameters()] + list(problem.buffers)
+    assert [check.name for check in checks] == checked
+    # The biases just before batch norm have a true gradient of 0: judged by absolute error.
+    before_batch_norm = {"layers.1.bias", "layers.5.bias"}
+    assert {check.name for check in checks if check.zero_gradient} == before_batch_norm
+    assert all(check.passes(1e-6) for check in checks)
+    assert all(check.max_rel_error < 1e-6 for check in checks if not check.zero_gradient)
+
+    lines = layer_lines(model, checked)
+    named = ["whitening"] + [f"layers.{i}" for i in range(len(model.layers))]
+    assert [line.split()[0] for line in lines] == named
+    dropouts = [line for line in lines if "Dropout" in line]
+    assert len(dropouts) == 3
+    assert all("not checked: dropout (random)" in line for line in dropouts)
+    assert "checked: mean, matrix" in lines[0]
+    for line in lines:
+        if "MemberLinear" in line:
+            assert line.endswith("checked: weight, bias")
+        if "MemberBatchNorm" in line:
+            assert "training mode" in line and line.endswith("checked: norm.weight, norm.bias")
+
+
+def test_a_layer_unknown_to_the_report_still_gets_a_line() -> None:
+    model = MLP(4, hidden=(3,))
+    model.layers.insert(1, nn.Tanh())
+    lines = layer_lines(model, [name for name, _ in model.named_parameters()])
+    assert len(lines) == len(model.layers)
+    assert lines[1].split()[:2] == ["layers.1", "Tanh"]
+
+
+def test_a_zero_gradient_is_judged_by_its_absolute_error() -> None:
+    def check(largest: float, absolute: float) -> LayerCheck:
+        relative = absolute / largest
+        return LayerCheck("w", 1, absolute, relative, largest, 0.0, 0.0)
+
+    assert check(largest=1e-11, absolute=1e-11).passes(1e-6)  # relative error 1: noise
+    assert not check(largest=1e-11, absolute=2 * ZERO_GRADIENT).passes(1e-6)
+    assert not check(largest=1.0, absolute=1e-3).passes(1e-6)
+    assert check(largest=1.0, absolute=1e-9).passes(1e-6)
+    assert not check(largest=1.0, absolute=float("nan")).passes(1e-6)
+
+
+def test_the_default_config_copy_is_the_plain_network() -> None:
+    problem = small_copy(Config(), seed=0)
+    assert [type(layer) for layer in problem.model.layers] == [
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
+    ]
+    assert problem.model.whitening is None and problem.buffers == ()
+
+
+def test_runs_in_one_thread_and_gives_the_callers_threads_back() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[int] = []
+
+    def loss_fn(logits: Tensor, targets: Tensor) -> Tensor:
+        seen.append(torch.get_num_threads())
+        return mse(logits, targets)
+
+    model, inputs, targets = small_problem(0, hidden=(2,), batch=4)
+    try:
+        gradcheck(model, inputs, targets, loss_fn)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert set(seen) == {1}
