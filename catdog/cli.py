@@ -276,6 +276,11 @@ def figures(
             typer.echo(f"  {line}")
 
 
+from catdog import cli_tune  # noqa: E402  (registers on the app defined above)
+
+cli_tune.register(app, reports_errors)
+
+
 def main() -> None:
     app(prog_name="catdog")
 

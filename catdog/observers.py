@@ -32,4 +32,7 @@ class Observer(Protocol):
 
 def observers_for(config: Config, run_dir: Path) -> list[Observer]:
     """The observers `config` asks for, in the order they are called."""
-    return []
+    from catdog.step_log import StepLog
+    from catdog.stuck import StuckWatch
+
+    return [StepLog(run_dir), StuckWatch(run_dir)]

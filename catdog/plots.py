@@ -5,10 +5,12 @@ global backend switch, so this works on a headless machine and leaves callers' m
 state alone. Import this module lazily: matplotlib takes a while to load.
 """
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -218,6 +220,51 @@ def _steps_panel(figure: Figure, row: Sequence[Axes], curves: Sequence[Curve], l
     title = f"Training loss per step (moving average, β = {STEP_SMOOTHING}), first epochs"
     _label(axes, "epoch", "batch loss", title)
     _fit(axes, fitted, log_y)
+
+
+def plot_tune(
+    records: Sequence[Any],
+    dimensions: Sequence[Any],
+    objective: str,
+    path: Path,
+    best: Any = None,
+) -> Path:
+    """A tune: the objective against each searched key, one panel per key, a point per trial.
+
+    Finished trials are dots, pruned ones crosses at their last reported figure, the best a
+    star; a log-scaled key gets a log axis, a choice key one position per choice.
+    """
+    figure = new_figure(max(5.0, 4.5 * len(dimensions)), 4.2)
+    panels = figure.subplots(1, max(len(dimensions), 1), squeeze=False)[0]
+    shown = [r for r in records if r.value is not None and math.isfinite(r.value)]
+    for axes, dimension in zip(panels, dimensions, strict=False):
+        for state, marker, colour, name in (
+            ("COMPLETE", "o", "C0", "finished"),
+            ("PRUNED", "x", "C3", "pruned"),
+        ):
+            points = [r for r in shown if r.state == state and dimension.key in r.params]
+            xs = [_position(dimension, r.params) for r in points]
+            axes.scatter(xs, [r.value for r in points], marker=marker, color=colour, label=name)
+        if best is not None and dimension.key in best.params:
+            axes.scatter([_position(dimension, best.params)], [best.value], marker="*", s=200,
+                         color="C1", label="best", zorder=3)  # fmt: skip
+        if dimension.is_choice:
+            axes.set_xticks(range(len(dimension.choices)))
+            axes.set_xticklabels([json.dumps(c) for c in dimension.choices])
+        elif dimension.log:
+            axes.set_xscale("log")
+        _label(axes, dimension.key, objective, f"{objective} against {dimension.key}")
+    panels[0].legend()
+    figure.suptitle(f"{len(records)} trials; lower is better" if objective == "val_loss"
+                    else f"{len(records)} trials; higher is better")  # fmt: skip
+    return save(figure, path)
+
+
+def _position(dimension: Any, params: dict[str, Any]) -> float:
+    value = dimension.value_of(params)
+    if dimension.is_choice:
+        return float([json.dumps(c) for c in dimension.choices].index(json.dumps(value)))
+    return float(value)
 
 
 def _label(axes: Axes, x: str, y: str, title: str) -> None:

@@ -15,7 +15,7 @@ validation is split over the ranks and gathered; rank 0 alone writes files and p
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,12 +102,15 @@ def train(
     run_dir: Path,
     checkpoint: dict[str, Any] | None = None,
     data: PreparedData | None = None,
+    observers: Sequence[Observer] = (),
 ) -> Summary:
     """Train per `config` into `run_dir`; continue from `checkpoint` (its `last.pt`) if given.
 
+    `observers` watch it besides those the config asks for (a tune's pruning reporter, say).
     Inside a process group (torchrun) every rank calls this with the same arguments.
     """
     run = set_up(config, run_dir, checkpoint, data)
+    run.observers.extend(observers)
     progress = run.progress
     resumed_at = progress.elapsed
     started = time.perf_counter()
