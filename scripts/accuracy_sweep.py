@@ -1,58 +1,97 @@
-"""Lab notebook: run many `accuracy_research.py` variants at once, e.g. on one GPU.
+"""Lab notebook: many recipes at once (e.g. on one GPU), each trained through the product.
 
-Each line of the plan file is `TAG: FLAGS` (FLAGS added to the research script's); `#` starts a
-comment. Runs go to a pool of `--jobs` processes in plan order; none starts after `--deadline`
-seconds, and any still running at `--deadline + --grace` is stopped. Results are JSON lines in
-`--results` (one per finished run, as the research script writes them); each run's output is
-appended to `--log`.
+A plan file has one recipe a line, `TAG: FLAGS`, where FLAGS are `scripts/accuracy_research.py`'s
+(mostly `--set KEY=VALUE`, exactly as `catdog train --set` takes them); `#` starts a comment and
+a recipe may have no flags. Everything after `--` goes to every recipe before its own flags, so
+a plan's `--set` wins over a common one. Recipes go to a pool of `--jobs` processes in plan
+order, each `python scripts/accuracy_research.py --tag TAG --results RESULTS COMMON FLAGS`; none
+starts after `--deadline` seconds, and any still running at `--deadline + --grace` is stopped.
+Each recipe's output is appended to `--log`; at the end the results of this plan are printed as
+a markdown table.
 
-    python scripts/accuracy_sweep.py PLAN --jobs 12 --deadline 240 --results out.jsonl \
-        -- --device cuda --members 4
+    python scripts/accuracy_sweep.py scripts/sweeps/one-network.txt --jobs 2 \\
+        --results one-network.jsonl -- --config configs/default.yaml --seeds 0 1 2 \\
+        --out /tmp/one-network --set model.ensemble=1 --set train.epochs=150 \\
+        --set train.schedule.warmup_epochs=7.5
 """
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 RESEARCH = Path(__file__).resolve().parent / "accuracy_research.py"
 
 
 def read_plan(path: Path) -> list[tuple[str, list[str]]]:
     runs = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
-        if line:
-            tag, flags = line.split(":", 1)
-            runs.append((tag.strip(), shlex.split(flags)))
+        if not line:
+            continue
+        tag, colon, flags = line.partition(":")
+        if not colon or not tag.strip():
+            raise SystemExit(f"error: {path}:{number}: expected 'TAG: FLAGS', got {line!r}")
+        runs.append((tag.strip(), shlex.split(flags)))
     return runs
 
 
+def table(results: Path, tags: list[str]) -> list[str]:
+    """The plan's recipes, as far as they finished, in plan order (the last line of a tag)."""
+    rows: dict[str, dict[str, Any]] = {}
+    if results.exists():
+        for line in results.read_text().splitlines():
+            row = json.loads(line)
+            if row["tag"] in tags:
+                rows[row["tag"]] = row
+    lines = [
+        "| recipe | seeds | last, mean ± std | best.pt, mean ± std | train s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for tag in tags:
+        if tag not in rows:
+            lines.append(f"| {tag} | not finished | | | |")
+            continue
+        row = rows[tag]
+        seconds = row["train_seconds"]
+        lines.append(
+            f"| {tag} | {len(row['seeds'])} "
+            f"| {100 * row['last_mean']:.2f} ± {100 * row['last_std']:.2f} "
+            f"| {100 * row['best_pt_mean']:.2f} ± {100 * row['best_pt_std']:.2f} "
+            f"| {min(seconds):.0f}–{max(seconds):.0f} |"
+        )
+    return lines
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("plan", type=Path)
-    parser.add_argument("--jobs", type=int, default=4)
-    parser.add_argument("--deadline", type=float, default=300.0)
-    parser.add_argument("--grace", type=float, default=60.0)
-    parser.add_argument("--results", required=True)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=3600.0)
+    parser.add_argument("--grace", type=float, default=600.0)
+    parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--log", default="/dev/null")
-    # Everything after `--` goes to every run.
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     common = argv[split + 1 :]
+    plan = read_plan(args.plan)
     start = time.monotonic()
     log = open(args.log, "a")  # noqa: SIM115 - shared by the worker threads
 
-    def one(run: tuple[str, list[str]]) -> str:
-        tag, flags = run
+    def one(recipe: tuple[str, list[str]]) -> str:
+        tag, flags = recipe
         elapsed = time.monotonic() - start
         if elapsed > args.deadline:
             return f"{tag}: not started"
-        command = [sys.executable, str(RESEARCH), "--tag", tag, "--results", args.results]
+        command = [sys.executable, str(RESEARCH), "--tag", tag, "--results", str(args.results)]
         command += common + flags
         try:
             done = subprocess.run(
@@ -66,11 +105,13 @@ def main() -> None:
             output, status = str(stopped.stdout or ""), "stopped at the deadline"
         log.write(f"===== {tag} ({status}): {shlex.join(flags)}\n{output}\n")
         log.flush()
-        return f"{tag}: {status} after {time.monotonic() - start:.0f} s"
+        last = output.strip().splitlines()[-1:] or [""]
+        return f"{tag}: {status} after {time.monotonic() - start:.0f} s: {last[0]}"
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        for line in pool.map(one, read_plan(args.plan)):
+        for line in pool.map(one, plan):
             print(line, flush=True)
+    print("\n".join(["", *table(args.results, [tag for tag, _ in plan])]))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
-"""How hard is the demo set? Generate it, then train the demo recipe on it and on shortcuts.
+"""How hard is the demo set? Generate it, train the demo recipe on it, then probe for shortcuts.
 
-    PYTHONPATH=. python scripts/demo_difficulty.py --per-class 1000 --epochs 12
+    python scripts/demo_difficulty.py --per-class 1000 --epochs 12
 
-Prints the generation time, then per epoch the train/validation accuracy of the demo recipe
-(32x32 colour, per-channel normalisation from the train split, MLP 3072-512-128-1, MSE on
-the sigmoid, SGD with classic momentum 0.9 as a stand-in for ours), and the validation
-accuracy of logistic regressions that see only a shortcut (photo size and file size; mean
-colour), which should stay near chance. `--data DIR` runs the same recipe on any folder in
-Kaggle's layout, e.g. the real photos, for comparison.
+Draws the demo photos (`catdog.synthetic.make_demo_data`) into a scratch folder and prints the
+time that took; then trains configs/demo.yaml on them through the product
+(`catdog.experiment.run`: the cached decode, the seed's split, our momentum; one line per
+epoch), and finally fits logistic regressions that see only a shortcut (photo size and file
+size; mean colour), on the same split, which should stay near chance. A logistic regression is
+catdog's MLP with no hidden layer, trained full batch with our classic momentum and the BCE
+loss. `--data DIR` runs the same on any folder in Kaggle's layout, e.g. the real photos;
+`--set KEY=VALUE` changes the recipe as `catdog train --set` does.
 """
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,119 +23,112 @@ import numpy as np
 import torch
 from PIL import Image
 
+from catdog.builders import prepare_data
+from catdog.config import Config, load_config
+from catdog.errors import ConfigError, DataError
+from catdog.experiment import run
+from catdog.losses import LOSSES
 from catdog.model import MLP
+from catdog.optim import build_optimizer, step
 from catdog.synthetic import make_demo_data
 
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
-def load(paths: list[Path], size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Photos as (N, 3, size, size) floats in [0, 1], labels (dog = 1), shortcut features."""
-    images, labels, shortcuts = [], [], []
+
+def shortcut_features(
+    config: Config,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Features that give the label away without looking at the animal, and the run's split."""
+    data = prepare_data(config, progress=False)
+    paths = data.images.paths
+    sizes = []
     for path in paths:
-        with Image.open(path) as photo:
-            shortcuts.append([photo.width, photo.height, path.stat().st_size])
-            images.append(np.asarray(photo.convert("RGB").resize((size, size), Image.BILINEAR)))
-        labels.append(float(path.name.startswith("dog.")))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return x, torch.tensor(labels), torch.tensor(shortcuts, dtype=torch.float32)
+        with Image.open(path) as photo:  # the header only: no pixels are decoded here
+            sizes.append([photo.width, photo.height, path.stat().st_size])
+    mean_colour = data.images.pixels.mean(axis=(2, 3)) / 255.0
+    features = {"size + file size": np.array(sizes, dtype=np.float32), "mean colour": mean_colour}
+    return features, data.train_indices, data.val_indices, data.images.labels
 
 
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        return ((model(x) > 0).float() == y).float().mean().item()
-
-
-def train(
-    model: torch.nn.Module,
-    data: tuple[torch.Tensor, ...],
-    epochs: int,
-    lr: float,
-    batch: int,
-    loss_name: str,
-    report: bool,
+def probe(
+    features: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray, steps: int
 ) -> float:
-    x_train, y_train, x_val, y_val = data
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    shuffle = torch.Generator().manual_seed(0)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for rows in torch.randperm(len(x_train), generator=shuffle).split(batch):
-            logits = model(x_train[rows])
-            if loss_name == "mse":
-                loss = ((torch.sigmoid(logits) - y_train[rows]) ** 2).mean()
-            else:
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y_train[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        if report:
-            train_acc, val_acc = accuracy(model, x_train, y_train), accuracy(model, x_val, y_val)
-            print(f"  epoch {epoch:2d}  train {train_acc:.3f}  validation {val_acc:.3f}")
-    return accuracy(model, x_val, y_val)
+    """Validation accuracy of a logistic regression on `features`, z-scored on the train rows."""
+    mean, std = features[train].mean(axis=0), features[train].std(axis=0) + 1e-8
+    x = torch.from_numpy(((features - mean) / std).astype(np.float32))
+    y = torch.from_numpy(labels.astype(np.float32))
+    torch.manual_seed(0)
+    model = MLP(x.shape[1], hidden=())
+    optimizer = build_optimizer("momentum", model.parameters(), lr=0.05, formulation="classic")
+    loss_fn = LOSSES["bce"]
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[train]), y[train])
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        step(optimizer, closure)
+    with torch.no_grad():
+        return (model.probability(x[val]).ge(0.5).float() == y[val]).float().mean().item()
 
 
-def normalised(train: torch.Tensor, val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dims = [d for d in range(train.dim()) if d != 1]
-    mean, std = train.mean(dims, keepdim=True), train.std(dims, keepdim=True)
-    return (train - mean) / std, (val - mean) / std
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-class", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="of the demo photos and of the run")
     parser.add_argument("--data", type=Path, help="train on this folder instead of a demo set")
-    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--config", "-c", type=Path, default=DEMO)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=0.03)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--loss", choices=["mse", "bce"], default="mse")
+    parser.add_argument(
+        "--set", "-s", action="append", default=[], help="override, as catdog train --set"
+    )
+    parser.add_argument("--probe-steps", type=int, default=300)
     args = parser.parse_args()
-    torch.manual_seed(0)
     print(f"load average (1 min) {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     with tempfile.TemporaryDirectory() as scratch:
         if args.data is None:
+            root = Path(scratch) / "photos"
             start = time.perf_counter()
-            paths = make_demo_data(Path(scratch), args.per_class, args.seed, progress=False)
-            seconds = time.perf_counter() - start
-            print(f"generated {len(paths)} photos in {seconds:.1f} s")
+            paths = make_demo_data(root, args.per_class, args.seed, progress=False)
+            print(f"generated {len(paths)} photos in {time.perf_counter() - start:.1f} s")
+            where = [f"data.root={root}", f"data.cache_dir={scratch}/cache"]
         else:
-            paths = sorted(args.data.glob("*.jpg"))
-            print(f"{len(paths)} photos in {args.data}")
-        start = time.perf_counter()
-        x, y, shortcuts = load(paths, args.size)
-        print(
-            f"decoded and resized to {args.size}x{args.size} in {time.perf_counter() - start:.1f} s"
-        )
-
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
-    n_val = len(x) // 5
-    val, tr = order[:n_val], order[n_val:]
-    x_train, x_val = normalised(x[tr], x[val])
-
-    model = MLP(x[0].numel(), hidden=(512, 128))
-    print(f"demo recipe: lr {args.lr}, momentum 0.9, batch {args.batch}, loss {args.loss}")
-    start = time.perf_counter()
-    data = (x_train, y[tr], x_val, y[val])
-    final = train(model, data, args.epochs, args.lr, args.batch, args.loss, report=True)
-    seconds = time.perf_counter() - start
-    print(f"validation accuracy {final:.3f} after {args.epochs} epochs, {seconds:.1f} s training")
-
-    dogs = y[val].mean().item()
+            where = [f"data.root={args.data}"]
+        overrides = [
+            *where,
+            f"seed={args.seed}",
+            f"train.epochs={args.epochs}",
+            f"output.dir={scratch}/runs",
+            "output.name=demo",
+            "train.progress=false",
+            *args.set,
+        ]
+        try:
+            config = load_config(args.config, overrides)
+            summary = run(config, label="demo")
+            features, train, val, labels = shortcut_features(config)
+        except (ConfigError, DataError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    final = summary.final.get("val_accuracy", float("nan"))
+    print(
+        f"validation accuracy {final:.3f} after {summary.epochs} epochs "
+        f"(best {summary.best_accuracy:.3f} at epoch {summary.best_epoch}), "
+        f"{summary.seconds:.1f} s training"
+    )
+    dogs = labels[val].mean()
     print(
         f"validation is {dogs:.3f} dogs: a probe that learns nothing scores {dogs:.3f} or "
         f"{1 - dogs:.3f}"
     )
-    mean_colour = x.mean((2, 3))
-    for name, features in [("size + file size", shortcuts), ("mean colour", mean_colour)]:
-        f_train, f_val = normalised(features[tr], features[val])
-        probe = torch.nn.Linear(features.shape[1], 1)
-        probe_forward = torch.nn.Sequential(probe, torch.nn.Flatten(0))
-        data = (f_train, y[tr], f_val, y[val])
-        score = train(probe_forward, data, 30, 0.05, args.batch, "bce", report=False)
+    for name, values in features.items():
+        score = probe(values, labels, train, val, args.probe_steps)
         print(f"shortcut {name}: logistic regression validation accuracy {score:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

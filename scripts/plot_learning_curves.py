@@ -1,40 +1,34 @@
-"""Plot validation accuracy and losses per epoch from runs' metrics.csv into one small PNG.
+"""Plot several runs' learning curves into one PNG, as `catdog compare` draws its runs.
 
 Usage: python scripts/plot_learning_curves.py OUT.png RUN_DIR [RUN_DIR ...]
-Each run is labelled by its folder name.
+
+Each run's metrics.csv is read with catdog's own reader and drawn with catdog's comparison
+figure (`catdog.plots.plot_comparison`): loss per epoch and per training second (validation
+solid, training dashed) and validation accuracy per epoch, one colour per run, labelled by its
+folder name.
 """
 
-import csv
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
+from catdog.plots import Curve, plot_comparison
+from catdog.runs import METRICS, read_metrics
 
 
-def read_rows(run_dir: Path) -> list[dict[str, float]]:
-    with (run_dir / "metrics.csv").open(newline="") as file:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
-
-
-def main(out: Path, runs: list[Path]) -> None:
-    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
-    for run_dir in runs:
-        rows = read_rows(run_dir)
-        epochs = [r["epoch"] for r in rows]
-        line = accuracy.plot(epochs, [100 * r["val_accuracy"] for r in rows], lw=1)[0]
-        loss.plot(epochs, [r["val_loss"] for r in rows], lw=1, color=line.get_color())
-        loss.plot(epochs, [r["train_loss"] for r in rows], lw=1, ls="--", color=line.get_color())
-        line.set_label(run_dir.name)
-    accuracy.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(55, 77))
-    accuracy.axhline(72, color="grey", lw=0.8, ls=":")
-    accuracy.legend(fontsize=7)
-    loss.set(xlabel="epoch", ylabel="BCE loss (solid: validation, dashed: train)")
-    figure.tight_layout()
-    figure.savefig(out)
+def main(out: Path, runs: list[Path]) -> int:
+    missing = [run for run in runs if not (run / METRICS).is_file()]
+    if not runs or missing:
+        where = ", ".join(str(run / METRICS) for run in missing) or "no run folders given"
+        print(f"error: {where}: expected RUN_DIR/{METRICS} for every run", file=sys.stderr)
+        return 2
+    curves = [Curve(run.name, read_metrics(run / METRICS)) for run in runs]
+    plot_comparison(curves, out, title=out.stem)
+    print(out)
+    return 0
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])
+    if len(sys.argv) < 3:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]))

@@ -1,125 +1,96 @@
-"""Tune the genetic algorithm on the real photos: 16x16 grayscale, a tiny MLP, held-out 20%.
+"""Tune the genetic algorithm on the real photos, one generation per step, from catdog's blocks.
 
-Throwaway loader (PIL decode -> 16x16 gray, cached as .npz under /tmp), full- or mini-batch
-BCE/MSE on the sigmoid of `catdog.model.MLP`, one generation per step. Prints, per seed, the
-validation accuracy of the best member, the wall time and the evaluations per second; with
---reference also full-batch Adam on the same network and split, as a gradient reference.
-The defaults are the tuned configuration (16x16 gray, hidden [16], BCE, population 32,
-elite 2, tournament 3, uniform crossover, sigma 0.01 undecayed, full batch, 200 generations).
+The recipe is a config plus `--set` overrides, as `catdog train` takes them (default:
+configs/genetic.yaml: 16x16 grayscale, hidden [16], BCE, population 32, elite 2, tournament 3,
+uniform crossover, sigma 0.01 undecayed). For each seed the photos, split and normalisation are
+the product's (`catdog.builders.prepare_data`: the cached decode, the seed's stratified split,
+the training split's channel statistics, `catdog.batches.to_inputs`), and so are the network
+(`build_model`), the optimizer (`make_optimizer`) and the loss (`catdog.losses.LOSSES`). What
+this loop adds to `catdog train`: a generation budget and a time limit per seed, batches of
+`train.batch_size` random training rows (`full`: the whole split) drawn anew each generation,
+and the loss evaluations per second. It prints per seed the validation accuracy of the best
+member and the wall time; with --reference also our Adam, full batch, on the same network and
+split, as a gradient reference.
 
-    PYTHONPATH=. timeout 900 python scripts/tune_genetic.py --seeds 0 1 2 --reference
+    timeout 900 python scripts/tune_genetic.py --seeds 0 1 2 --reference \\
+        --set optimizer.mutation_std=0.02
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
+from catdog.batches import to_inputs
+from catdog.builders import build_model, make_optimizer, prepare_data
+from catdog.config import Config, load_config
+from catdog.errors import ConfigError, DataError
+from catdog.losses import LOSSES
 from catdog.model import MLP
-from catdog.optim.genetic import Genetic
+from catdog.optim import build_optimizer, step
 
-PHOTOS = Path("../shared/data/dogs-vs-cats/train")
+GENETIC = Path(__file__).resolve().parent.parent / "configs" / "genetic.yaml"
 
-
-def load_photos(side: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels uint8 [n, side*side], labels float32 [n], dog = 1), sorted by file name."""
-    cache = cache_dir / f"catdog_gray{side}.npz"
-    if cache.exists():
-        saved = np.load(cache)
-        return saved["pixels"], saved["labels"]
-    if not PHOTOS.is_dir():
-        raise SystemExit(f"{PHOTOS}: photo folder not found; run from the repository root")
-    files = sorted(PHOTOS.glob("*.jpg"))
-    pixels = np.empty((len(files), side * side), dtype=np.uint8)
-    for row, path in enumerate(files):
-        with Image.open(path) as image:
-            image.draft("L", (side * 2, side * 2))  # JPEG decodes at reduced scale: much faster
-            small = image.convert("L").resize((side, side), Image.Resampling.BILINEAR)
-        pixels[row] = np.asarray(small, dtype=np.uint8).reshape(-1)
-    labels = np.array([path.name.startswith("dog.") for path in files], dtype=np.float32)
-    np.savez(cache, pixels=pixels, labels=labels)
-    return pixels, labels
+Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def split(
-    pixels: np.ndarray, labels: np.ndarray, held_out: float = 0.2
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Shuffled (seed 0) train/validation split, standardised with the train mean and std."""
-    order = np.random.default_rng(0).permutation(len(labels))
-    cut = round(len(labels) * (1 - held_out))
-    train, val = order[:cut], order[cut:]
-    x = pixels.astype(np.float32)
-    mean, std = x[train].mean(), x[train].std()
-    x = (x - mean) / std
-    return (
-        torch.from_numpy(x[train]),
-        torch.from_numpy(labels[train]),
-        torch.from_numpy(x[val]),
-        torch.from_numpy(labels[val]),
-    )
+def load_split(config: Config) -> Split:
+    """(x_train, y_train, x_val, y_val) as the product's loop sees them, in memory."""
+    data = prepare_data(config, progress=False)
+    images = data.images
 
+    def rows(indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_inputs(images.pixels[indices], data.mean, data.std)
+        return x, torch.from_numpy(images.labels[indices]).float()
 
-def loss_of(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, labels)
-    return ((torch.sigmoid(logits) - labels) ** 2).mean()
+    return (*rows(data.train_indices), *rows(data.val_indices))
 
 
 @torch.no_grad()
 def accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
-    return ((model(x) > 0).float() == y).float().mean().item()
+    return (model.probability(x).ge(0.5).float() == y).float().mean().item()
 
 
-def evolve(
-    args: argparse.Namespace, seed: int, data: tuple[torch.Tensor, ...]
-) -> tuple[float, float]:
+def evolve(args: argparse.Namespace, config: Config, data: Split) -> tuple[float, float]:
     """Validation accuracy of the best member and wall seconds."""
     x_train, y_train, x_val, y_val = data
-    torch.manual_seed(seed)
-    model = MLP(x_train.shape[1], hidden=args.hidden)
-    optimizer = Genetic(
-        model.parameters(),
-        population=args.population,
-        elite=args.elite,
-        tournament=args.tournament,
-        crossover=args.crossover,
-        blend_alpha=args.blend_alpha,
-        mutation_std=args.mutation_std,
-        mutation_decay=args.mutation_decay,
-        mutation_rate=args.mutation_rate,
-        seed=seed,
-    )
-    batches = torch.Generator().manual_seed(seed)
+    loss_fn = LOSSES[config.loss]
+    torch.manual_seed(config.seed)
+    model = build_model(config).eval()  # as the product runs it: no dropout noise in fitness
+    optimizer = make_optimizer(config, model)
+    batches = torch.Generator().manual_seed(config.seed)
     batch: tuple[torch.Tensor, torch.Tensor] = (x_train, y_train)
 
     def closure() -> torch.Tensor:
-        return loss_of(model(batch[0]), batch[1], args.loss)
+        return loss_fn(model(batch[0]), batch[1])
 
+    size = config.train.batch_size
+    batch_size = len(y_train) if size == "full" else min(int(size), len(y_train))
     start = time.perf_counter()
     generation = 0
     while generation < args.generations and time.perf_counter() - start < args.time_limit:
-        if args.batch_size < len(y_train):
-            rows = torch.randint(len(y_train), (args.batch_size,), generator=batches)
+        if batch_size < len(y_train):
+            rows = torch.randint(len(y_train), (batch_size,), generator=batches)
             batch = (x_train[rows], y_train[rows])
         with torch.no_grad():
-            best = optimizer.step(closure)
+            best = step(optimizer, closure)
         generation += 1
         if args.report_every and generation % args.report_every == 0:
             print(
-                f"  seed {seed} gen {generation:5d} batch loss {best:.4f} "
+                f"  seed {config.seed} gen {generation:5d} batch loss {best.item():.4f} "
                 f"train acc {accuracy(model, x_train, y_train):.3f} "
                 f"val acc {accuracy(model, x_val, y_val):.3f} "
                 f"{time.perf_counter() - start:6.1f}s",
                 flush=True,
             )
     wall = time.perf_counter() - start
+    evaluations = getattr(optimizer, "evaluations", 0)
     print(
-        f"seed {seed}: {generation} generations, {optimizer.evaluations} evaluations, "
-        f"{wall:.1f}s ({optimizer.evaluations / wall:.0f} evaluations/s), "
+        f"seed {config.seed}: {generation} generations, {evaluations} evaluations, "
+        f"{wall:.1f}s ({evaluations / wall:.0f} evaluations/s), "
         f"train acc {accuracy(model, x_train, y_train):.4f}, "
         f"val acc {accuracy(model, x_val, y_val):.4f}",
         flush=True,
@@ -127,71 +98,78 @@ def evolve(
     return accuracy(model, x_val, y_val), wall
 
 
-def reference(args: argparse.Namespace, seed: int, data: tuple[torch.Tensor, ...]) -> None:
-    """Full-batch Adam on the same network and loss: what gradients reach."""
+def reference(args: argparse.Namespace, config: Config, data: Split) -> None:
+    """Our Adam, full batch, on the same network and loss: what gradients reach."""
     x_train, y_train, x_val, y_val = data
-    torch.manual_seed(seed)
-    model = MLP(x_train.shape[1], hidden=args.hidden)
-    adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = LOSSES[config.loss]
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    adam = build_optimizer("adam", model.parameters(), lr=args.reference_lr)
+
+    def closure() -> torch.Tensor:
+        adam.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x_train), y_train)
+        loss.backward()
+        return loss
+
     start = time.perf_counter()
     for _ in range(args.reference_steps):
-        adam.zero_grad()
-        loss_of(model(x_train), y_train, args.loss).backward()
-        adam.step()
+        step(adam, closure)
+    model.eval()
     print(
-        f"reference Adam seed {seed}: {args.reference_steps} steps, "
+        f"reference Adam seed {config.seed}: {args.reference_steps} steps, "
         f"{time.perf_counter() - start:.1f}s, train acc {accuracy(model, x_train, y_train):.4f}, "
         f"val acc {accuracy(model, x_val, y_val):.4f}",
         flush=True,
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="*", default=[16])
-    parser.add_argument("--loss", choices=["bce", "mse"], default="bce")
-    parser.add_argument("--population", type=int, default=32)
-    parser.add_argument("--elite", type=int, default=2)
-    parser.add_argument("--tournament", type=int, default=3)
-    parser.add_argument("--crossover", choices=["uniform", "blend", "none"], default="uniform")
-    parser.add_argument("--blend-alpha", type=float, default=0.5)
-    parser.add_argument("--mutation-std", type=float, default=0.01)
-    parser.add_argument("--mutation-decay", type=float, default=1.0)
-    parser.add_argument("--mutation-rate", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=4800, help=">= train size: full batch")
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", "-c", type=Path, default=GENETIC)
+    parser.add_argument(
+        "--set", "-s", action="append", default=[], help="override, as catdog train --set"
+    )
     parser.add_argument("--generations", type=int, default=200)
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--report-every", type=int, default=0)
     parser.add_argument("--reference", action="store_true")
     parser.add_argument("--reference-steps", type=int, default=300)
+    parser.add_argument("--reference-lr", type=float, default=1e-2)
     parser.add_argument("--threads", type=int, default=1, help="the box is shared")
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    start = time.perf_counter()
-    pixels, labels = load_photos(args.side, args.cache_dir)
-    data = split(pixels, labels)
-    print(
-        f"{len(labels)} photos ({time.perf_counter() - start:.1f}s to load), "
-        f"train {len(data[1])} / val {len(data[3])}, val dog share {data[3].mean():.3f}, "
-        f"{sum(p.numel() for p in MLP(data[0].shape[1], hidden=args.hidden).parameters())} weights",
-        flush=True,
-    )
-    print(vars(args), flush=True)
-    results = [evolve(args, seed, data) for seed in args.seeds]
+    results = []
+    for seed in args.seeds:
+        try:
+            config = load_config(args.config, [*args.set, f"seed={seed}"])
+            if config.optimizer.name != "genetic":
+                raise ConfigError(f"optimizer.name={config.optimizer.name}: this tunes 'genetic'")
+            start = time.perf_counter()
+            data = load_split(config)
+        except (ConfigError, DataError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        weights = sum(p.numel() for p in build_model(config).parameters())
+        print(
+            f"seed {seed}: {len(data[1])} training / {len(data[3])} validation photos "
+            f"({time.perf_counter() - start:.1f}s to load), val dog share {data[3].mean():.3f}, "
+            f"{weights} weights, optimizer {config.optimizer.hyperparameters}",
+            flush=True,
+        )
+        results.append(evolve(args, config, data))
+        if args.reference:
+            reference(args, config, data)
     accuracies = [acc for acc, _ in results]
     print(
         f"val acc mean {np.mean(accuracies):.4f} (min {min(accuracies):.4f}, max "
         f"{max(accuracies):.4f}) over seeds {args.seeds}; mean wall "
         f"{np.mean([wall for _, wall in results]):.1f}s per seed"
     )
-    if args.reference:
-        for seed in args.seeds:
-            reference(args, seed, data)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
