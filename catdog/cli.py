@@ -281,6 +281,42 @@ from catdog import cli_tune  # noqa: E402  (registers on the app defined above)
 cli_tune.register(app, reports_errors)
 
 
+@app.command()
+@reports_errors
+def landscape(
+    target: Path = typer.Argument(
+        ..., help="A run folder, or a comparison folder of runs, trained with train.trajectory."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Folder for landscape.png and .txt (default: TARGET/landscape)."
+    ),
+    photos: int = typer.Option(
+        512, "--photos", min=1, help="Training photos the loss and the curvature are measured on."
+    ),
+    grid: int = typer.Option(21, "--grid", min=3, help="Loss grid points along each axis."),
+    lanczos: int = typer.Option(
+        20, "--lanczos", min=1, help="Hessian-vector products per Lanczos run (2 runs a point)."
+    ),
+    device: str = typer.Option(
+        None, "--device", help="auto, cpu, cuda or cuda:N (default: the run's)."
+    ),
+) -> None:
+    """The runs' loss landscape: paths in their PCA plane, the line θ₀→θ₁, Hessian curvature.
+
+    All runs must share one network (one catdog compare); the losses are taken on fixed photos,
+    batch norm with the statistics of that fixed batch.
+    """
+    from catdog.landscape_report import write_landscape
+
+    write_landscape(
+        target, out, typer.echo, photos=photos, resolution=grid, lanczos_steps=lanczos,
+        device=device,
+    )  # fmt: skip
+
+
+register_config_commands(app, reports_errors)
+
+
 def main() -> None:
     app(prog_name="catdog")
 

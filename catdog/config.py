@@ -176,6 +176,10 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1)
     """CPU threads for torch (`torch.set_num_threads`); null: torch's default. On a busy
     shared machine 1 thread can be several times faster than all cores."""
+    trajectory: int | None = Field(None, ge=1)
+    """Record the weights every this many steps (and the first and last) in the run folder, as
+    float16 moves from the start, for `catdog landscape`; null: off. 2 bytes a weight a row,
+    capped at 1 GiB a run (the 1.6M-weight [512, 128] net at 32 px: 3.1 MiB a row)."""
     stop_when_stuck: bool = True
     """End the run (exit code 4) once MSE train and validation loss sit at the saturated-sigmoid
     plateau, 0.5 with accuracy at chance, for 2 epochs (see catdog.stuck); false: warn only."""

@@ -42,6 +42,7 @@ from catdog.errors import Diverged, Interrupted
 from catdog.losses import LOSSES, Loss
 from catdog.metrics import Measurement, measure, merge_measurements
 from catdog.observers import Observer, observers_for
+from catdog.trajectory import Trajectory
 
 __all__ = ["Diverged", "Interrupted", "Progress", "Summary", "learning_rate", "train"]
 
@@ -205,6 +206,17 @@ def set_up(
     network = distributed.wrap(model) if distributed.active() else model
     model.train()
     observers = observers_for(config, run_dir)
+    if config.train.trajectory is not None and distributed.is_main():
+        # Opened before the first step, so θ₀ is its first row; a resume continues it.
+        observers.append(
+            Trajectory.open(
+                run_dir,
+                config.train.trajectory,
+                model,
+                step=progress.epoch * len(batches) + progress.step,
+                total_steps=config.train.epochs * len(batches),
+            )
+        )
     return Run(
         config, run_dir, device, data, model, network, optimizer, batches,
         LOSSES[config.loss], progress, observers,

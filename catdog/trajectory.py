@@ -13,9 +13,10 @@ weights of size 0.05 stored as such would lose any move under ~2·10⁻⁵; the 
 keep 3 significant digits whatever their size. Row 0 is θ₀ itself (zeros), and `close` adds
 the final weights, so the first and last rows are the run's first and last weights.
 
-The training loop calls `Trajectory.open` (which continues the record after a resume,
-dropping rows written after the checkpoint it resumes from), `after_step` after every step,
-and `close` at the end; under DDP only rank 0 records. The record is capped at `MAX_BYTES`:
+The training loop opens a `Trajectory` (which continues the record after a resume, dropping
+rows written after the checkpoint it resumes from) and keeps it among its observers: it is
+called after every step and closed when the run ends, finished or not; under DDP only rank 0
+records. The record is capped at `MAX_BYTES`:
 a plan that would pass it is refused before training starts, and a resumed run that reaches
 it stops recording (keeping room for the final row) and says so.
 """
@@ -62,13 +63,16 @@ def _size(count: float) -> str:
 
 
 class Trajectory:
-    """The recorder the training loop drives; see the module docstring."""
+    """The recorder the training loop drives (an `catdog.observers.Observer`): see the module
+    docstring. Outside the loop: `open`, then `record(step)` after every step, then `close()`."""
 
     def __init__(
         self,
         run_dir: Path,
         every: int,
+        model: nn.Module,
         start: Tensor,
+        step: int,
         last_step: int | None,
         rows: int,
         max_bytes: int,
@@ -76,8 +80,12 @@ class Trajectory:
     ) -> None:
         self.run_dir = run_dir
         self.every = every
+        self.model = model
         self.start = start
+        self.step = step
+        """The last global step seen."""
         self.last_step = last_step
+        """The step of the last row written (None before any)."""
         self.rows = rows
         self.row_bytes = 2 * len(start)
         self.max_rows = max_bytes // self.row_bytes
@@ -118,16 +126,15 @@ class Trajectory:
                 )
         if (run_dir / START).is_file():
             start, rows, last = _continue(run_dir, weights, step)
-            recorder = cls(run_dir, every, start, last, rows, max_bytes, say)
             say(f"trajectory: continuing {run_dir / ROWS} after step {step} ({rows} rows kept)")
-            return recorder
+            return cls(run_dir, every, model, start, step, last, rows, max_bytes, say)
         (run_dir / ROWS).unlink(missing_ok=True)
         (run_dir / STEPS).unlink(missing_ok=True)
         names = [name for name, _ in model.named_parameters()]
         shapes = [list(p.shape) for p in model.parameters()]
         meta = {"names": names, "shapes": shapes, "step": step, "every": every}
         torch.save({"start": weights, **meta}, run_dir / START)
-        recorder = cls(run_dir, every, weights, None, 0, max_bytes, say)
+        recorder = cls(run_dir, every, model, weights, step, None, 0, max_bytes, say)
         planned = f"; {total_steps // every + 2} rows planned" if total_steps else ""
         say(
             f"trajectory: {len(weights):,} weights every {every} steps as float16, "
@@ -136,15 +143,27 @@ class Trajectory:
         recorder._record(step, weights)
         return recorder
 
-    def after_step(self, step: int, model: nn.Module) -> None:
-        """Record the weights after global step `step` if it is a multiple of `every`."""
+    def record(self, step: int) -> None:
+        """After global step `step`: a row if `step` is a multiple of `every`."""
+        self.step = step
         if step % self.every == 0 and step != self.last_step:
-            self._record(step, flat_weights(model))
+            self._record(step, flat_weights(self.model))
 
-    def close(self, step: int, model: nn.Module) -> None:
-        """Record the final weights (unless this step already is), and say how big it got."""
-        if step != self.last_step:
-            self._record(step, flat_weights(model), final=True)
+    def after_step(self, run: Any, loss: float, lr: float) -> None:
+        """The loop's call after each step; `run` is a `catdog.train.Run`."""
+        self.record(run.progress.epoch * len(run.batches) + run.progress.step)
+
+    def after_epoch(self, run: Any, row: dict[str, float]) -> None:
+        """Nothing: the rows follow the steps, not the epochs."""
+
+    def close(self) -> None:
+        """Record the final weights (unless this step already is, or they are not finite, as
+        after a divergence), and say how big the record got. Closing twice does nothing."""
+        if self._rows_file.closed:
+            return
+        weights = flat_weights(self.model)
+        if self.step != self.last_step and bool(torch.isfinite(weights).all()):
+            self._record(self.step, weights, final=True)
         self._rows_file.close()
         self._steps_file.close()
         self.say(f"trajectory: {self.rows} rows, {_size(self.rows * self.row_bytes)}")

@@ -8,11 +8,17 @@ import pytest
 import torch
 from torch import nn
 
+from catdog.builders import build_model, prepare_data
 from catdog.errors import ConfigError
+from catdog.experiment import run
+from catdog.landscape import interpolate, load_runs, make_probe
+from catdog.losses import LOSSES
+from catdog.metrics import measure
 from catdog.optim import build_optimizer
 from catdog.plane import successive_cosines, trajectory_plane, weight_space_cosines
 from catdog.ravine import RACERS, START, descend, ravine
 from catdog.trajectory import ROWS, STEPS, Recorded, Trajectory, read_trajectory
+from tests.helpers import REPO, catdog, resume, small_config, weights, with_epochs
 
 
 class Ravine(nn.Module):
@@ -48,8 +54,8 @@ def descend_recorded(
         else:
             closure()
             optimizer.step()
-        recorder.after_step(step, model)
-    recorder.close(steps, model)
+        recorder.record(step)
+    recorder.close()
     return read_trajectory(folder)
 
 
@@ -85,7 +91,7 @@ def test_resume_drops_rows_after_the_checkpoint_and_appends(tmp_path: Path) -> N
         optimizer.zero_grad()
         model().backward()
         optimizer.step()
-        recorder.after_step(step, model)
+        recorder.record(step)
         states[step] = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
     del recorder  # killed: never closed
     model.load_state_dict(states[6][0])
@@ -97,8 +103,8 @@ def test_resume_drops_rows_after_the_checkpoint_and_appends(tmp_path: Path) -> N
         optimizer.zero_grad()
         model().backward()
         optimizer.step()
-        recorder.after_step(step, model)
-    recorder.close(12, model)
+        recorder.record(step)
+    recorder.close()
     resumed = read_trajectory(folder)
     assert resumed.steps.tolist() == whole.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
     assert np.array_equal(np.asarray(resumed.deltas), np.asarray(whole.deltas))
@@ -193,3 +199,148 @@ def test_too_few_rows_for_a_plane(tmp_path: Path) -> None:
     recorded = descend_recorded(tmp_path, "SGD", steps=1, say=lambda _: None)
     with pytest.raises(ConfigError, match="2 recorded rows; a plane needs at least 3"):
         trajectory_plane([recorded])
+
+
+# --- recorded by the training loop, read by `catdog landscape` ---------------------------------
+
+
+def test_training_records_a_trajectory_and_a_resume_continues_it(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    config = small_config(demo_photos, tmp_path, "train.trajectory=4")
+    whole = run(config, "whole").run_dir
+    part = run(with_epochs(config, 2), "part").run_dir
+    assert read_trajectory(part).steps.tolist() == [0, 4, 8, 12]  # 6 steps an epoch
+    resume(config, part)
+    recorded, expected = read_trajectory(part), read_trajectory(whole)
+    assert recorded.steps.tolist() == expected.steps.tolist() == [0, 4, 8, 12, 16, 18]
+    assert torch.equal(recorded.start, expected.start)
+    assert np.array_equal(np.asarray(recorded.deltas), np.asarray(expected.deltas))
+    final = weights(whole)
+    flat = torch.cat([final[name].reshape(-1) for name in expected.names])
+    assert torch.allclose(expected.weights(-1), flat, atol=1e-3)  # the last row: last.pt
+
+
+def test_off_by_default(demo_photos: Path, tmp_path: Path) -> None:
+    run_dir = run(small_config(demo_photos, tmp_path, "train.epochs=1"), "plain").run_dir
+    assert not (run_dir / ROWS).exists()
+
+
+def comparison(demo_photos: Path, tmp_path: Path, *extra: str) -> Path:
+    """`catdog compare`: SGD and momentum from one seed, recording every 2 steps."""
+    settings = [
+        f"data.root={demo_photos}",
+        "data.image_size=16",
+        "data.workers=0",
+        "model.hidden=[32]",
+        "train.epochs=3",
+        "train.batch_size=16",
+        "train.progress=false",
+        "train.trajectory=2",
+        *extra,
+    ]
+    done = catdog(
+        "compare",
+        REPO / "configs" / "compare.yaml",
+        *(part for setting in settings for part in ("--set", setting)),
+        "--grid",
+        "optimizer.name=sgd,momentum",
+        "--out-dir",
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    return folder
+
+
+def test_landscape_of_a_comparison(demo_photos: Path, tmp_path: Path) -> None:
+    folder = comparison(demo_photos, tmp_path / "runs")
+    out = tmp_path / "picture"
+    done = catdog(
+        "landscape", folder, "--out", out, "--photos", "48", "--grid", "5", "--lanczos", "6"
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "landscape.png").stat().st_size > 10_000
+    text = (out / "landscape.txt").read_text()
+    assert text in done.stdout.replace("\r", "")
+    assert "plane: u₁ explains" in text and "mean cosine between successive updates" in text
+    assert text.count("top λ") == 6  # start, middle, end of each run
+    assert "lr above 2/λ_max at:" in text and "time:" in text
+    for part in ("PCA of", "grid", "top eigenvalues"):
+        assert part in done.stdout  # each part's time, as it goes
+
+    runs = load_runs(folder)
+    assert [run.label for run in runs] == ["optimizer.name=sgd", "optimizer.name=momentum"]
+    assert torch.equal(runs[0].trajectory.start, runs[1].trajectory.start)  # one seed, one θ₀
+    probe = make_probe(runs[0], 48, torch.device("cpu"))
+    for recorded in runs:
+        line = interpolate(probe, recorded.trajectory.start, recorded.final)
+        at = {float(a): i for i, a in enumerate(line.alphas)}
+        # α = 1 is the run's last.pt: metrics.csv's last validation loss, measured in training.
+        assert line.val[at[1.0]] == pytest.approx(recorded.metrics[-1]["val_loss"], rel=1e-5)
+        # α = 0 is the untrained network the seed builds, measured as training measures.
+        torch.manual_seed(recorded.config.seed)
+        untrained = build_model(recorded.config)
+        untrained.load_state_dict(recorded.checkpoint["model"] | _parameters(untrained))
+        data = prepare_data(recorded.config, progress=False)
+        before = measure(
+            untrained, data.images.pixels, data.images.labels, data.val_indices,
+            data.mean, data.std, LOSSES[recorded.config.loss], torch.device("cpu"),
+        )  # fmt: skip
+        assert line.val[at[0.0]] == pytest.approx(before.loss, rel=1e-5)
+        # The trajectory's last row is the final weights, to float16's precision.
+        last = probe.train_loss(recorded.trajectory.weights(-1))
+        assert line.train[at[1.0]] == pytest.approx(last, rel=1e-3)
+
+
+def _parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_a_run_without_a_trajectory_is_refused_in_one_line(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    run_dir = run(small_config(demo_photos, tmp_path, "train.epochs=1"), "plain").run_dir
+    done = catdog("landscape", run_dir)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "recorded no trajectory" in done.stderr
+    assert "train.trajectory=N" in done.stderr
+
+
+def test_runs_of_different_architectures_are_refused_in_one_line(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    for hidden in ("[32]", "[16, 8]"):
+        config = small_config(
+            demo_photos, tmp_path, "train.epochs=1", "train.trajectory=3",
+            f"model.hidden={hidden}", "output.dir=" + str(tmp_path / "mixed"),
+        )  # fmt: skip
+        run(config, "net")
+    done = catdog("landscape", tmp_path / "mixed")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "different architecture" in done.stderr and "model.hidden" in done.stderr
+
+
+def test_batch_norm_is_measured_with_the_fixed_batch_deterministically(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    config = small_config(demo_photos, tmp_path, "model.batch_norm=true", "train.trajectory=3")
+    (recorded,) = load_runs(run(config, "bn").run_dir)
+    saved = {k: v.clone() for k, v in recorded.checkpoint["model"].items()}
+    probe = make_probe(recorded, 40, torch.device("cpu"))
+    again = make_probe(recorded, 40, torch.device("cpu"))
+    middle = recorded.trajectory.weights(len(recorded.trajectory) // 2)
+    assert probe.train_loss(middle) == again.train_loss(middle) == probe.train_loss(middle)
+    first = probe.curvature(middle, k=2, steps=5, probes=1)
+    second = again.curvature(middle, k=2, steps=5, probes=1)
+    assert (first.top, first.median) == (second.top, second.median)
+    # The statistics are the fixed batch's own: a training-mode forward pass on that batch.
+    network = build_model(recorded.config)
+    network.load_state_dict(saved)
+    torch.nn.utils.vector_to_parameters(middle, network.parameters())
+    with torch.no_grad():
+        expected = LOSSES[recorded.config.loss](network.train()(probe.train_x), probe.train_y)
+    assert probe.train_loss(middle) == pytest.approx(float(expected), rel=1e-6)
+    # ... and the run's own running averages are left as they were.
+    assert all(torch.equal(saved[k], v) for k, v in recorded.checkpoint["model"].items())
