@@ -7,12 +7,14 @@ line that names the key, and the nearest valid key for a typo.
 
 import difflib
 import inspect
+import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +29,20 @@ from catdog.optim import OPTIMIZERS
 # ZCA needs the eigendecomposition of a features × features matrix: at 4,096² that took 17 s
 # on a 2-core machine (768², the default: 0.1 s).
 ZCA_MAX_FEATURES = 4096
+MAX_CONFIG_BYTES = 2**20  # a config is a few hundred bytes; anything this large is a mistake
+
+
+def check_folder_name(name: str) -> str:
+    """`name` if it is one folder name, inside its parent; else a ValueError saying why."""
+    if not name or name in (".", ".."):
+        raise ValueError(f"must be a folder name, got {name!r}")
+    if "\0" in name:
+        raise ValueError("must not contain a NUL character")
+    if "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"must be one folder name, without '/', got {_short(repr(name))}")
+    if len(os.fsencode(name)) > 255:
+        raise ValueError(f"is {len(os.fsencode(name))} bytes long; a folder name has at most 255")
+    return name
 
 
 class Section(BaseModel):
@@ -201,12 +217,12 @@ class EvalConfig(Section):
 class OutputConfig(Section):
     dir: str = "runs"
     """Parent folder of runs."""
-    name: str | None = None
+    name: Annotated[str, AfterValidator(check_folder_name)] | None = None
     """Run folder name; null: the config file's name and the time."""
 
 
 class Config(Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     device: str = "auto"
     """auto (CUDA when present) | cpu | cuda | cuda:N."""
     data: DataConfig = DataConfig()
@@ -270,7 +286,35 @@ def check_optimizer(optimizer: OptimizerConfig) -> None:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `1e-3` as a string; people mean the number."""
+    """YAML 1.1 reads `1e-3` as a string; people mean the number.
+
+    Aliases (`*name`) are refused: a few hundred bytes of nested aliases ("billion laughs")
+    expand to gigabytes, and a config has no need of them. A key given twice is refused too,
+    where YAML would silently keep the last one.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed in a config; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_short(repr(key))}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -290,21 +334,39 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{source}:{where}: invalid YAML: {_short(problem)}") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    too_large = (
+        f"{path}: too large for a config (more than {MAX_CONFIG_BYTES // 2**20} MiB); "
+        "pass a YAML config file"
+    )
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_CONFIG_BYTES:  # refused unread; a pipe's size is 0
+            raise ConfigError(too_large)
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)  # /dev/zero or a pipe: never more
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; pass an existing YAML file") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(too_large)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
+            "save the config as UTF-8"
+        ) from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}
@@ -346,7 +408,7 @@ def validate(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_describe(error)}") from None
+        raise ConfigError(f"{source}: {_short(_describe(error), 400)}") from None
 
 
 def save_config(config: Config, path: Path) -> None:
@@ -377,10 +439,15 @@ def _describe(error: ValidationError) -> str:
     if first["type"].startswith("value_error"):
         message = message.removeprefix("Value error, ")
     elif "input" in first and not isinstance(first["input"], dict):
-        message = f"{message}, got {first['input']!r}"
+        message = f"{message}, got {_short(repr(first['input']))}"
     # A `Literal | int` field reports one error per branch; the first says enough.
     # A whole-config check (the optimizer's hyperparameters) names its own key.
     return f"{key}: {message}" if key else message
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """`text`, cut to `limit` characters: a message repeats a value only as far as it helps."""
+    return text if len(text) <= limit else f"{text[: limit - 5]} ...{text[-1]}"
 
 
 def _section_model(location: list[str]) -> type[BaseModel] | None:
