@@ -87,7 +87,10 @@ def _report(result: Any) -> None:
         typer.echo("no trial finished; nothing to recommend")
         return
     values = ", ".join(f"{k}={v}" for k, v in result.best.params.items())
-    typer.echo(f"best: trial {result.best.number}, value {result.best.value:.4f}: {values}")
+    typer.echo(
+        f"best: trial {result.best.number + 1} ({Path(result.best.run_dir).name}), "
+        f"value {result.best.value:.4f}: {values}"
+    )
     if result.holdout:
         h = result.holdout
         typer.echo(

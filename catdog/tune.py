@@ -11,9 +11,10 @@
 The sampler is TPE (Optuna's tree-structured Parzen estimator): its first trials are random,
 then it proposes values where the good trials cluster. Each epoch's validation figure is reported
 to a median pruner, which stops a trial whose figure is worse than the median of the earlier
-trials at the same epoch. A trial's sampler is seeded from (seed, trial number), so one process
-repeats the same trials exactly; processes sharing a study (--jobs, --storage) have distinct
-trial numbers, so they never draw the same values from the same seed.
+trials at the same epoch (from epoch 2 on, once 3 trials have finished). A trial's sampler is
+seeded from (seed, trial number), so one process repeats the same trials exactly; processes
+sharing a study (--jobs, --storage) have distinct trial numbers, so they never draw the same
+values from the same seed.
 
 The objective (best val_loss or val_accuracy over a trial's epochs) is measured on the
 validation split, so the winner's figure there is optimistic: it was picked for doing well on
@@ -144,7 +145,7 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
             storage=storage,
             study_name=request.study_name,
             direction=OBJECTIVES[request.objective],
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
             load_if_exists=True,
         )
     except (ValueError, ImportError, OSError, RuntimeError) as error:
