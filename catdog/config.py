@@ -25,6 +25,7 @@ from pydantic import (
 
 from catdog.errors import ConfigError
 from catdog.optim import OPTIMIZERS
+from catdog.paths import expand_path
 
 # ZCA needs the eigendecomposition of a features × features matrix: at 4,096² that took 17 s
 # on a 2-core machine (768², the default: 0.1 s).
@@ -87,6 +88,13 @@ class DataConfig(Section):
     """Share of each class held out for validation (stratified, fixed by the seed)."""
     cache_dir: str | None = None
     """Decoded-photo cache; null: $CATDOG_CACHE_DIR, $XDG_CACHE_HOME/catdog or ~/.cache/catdog."""
+
+    @field_validator("root", "cache_dir")
+    @classmethod
+    def _expand(cls, path: str | None) -> str | None:
+        # `--set data.root=~/x`: bash leaves that `~` alone, so catdog expands it (and $VARS).
+        return None if path is None else expand_path(path)
+
     workers: int | None = Field(None, ge=0)
     """Processes that decode photos on the first pass; null: all cores."""
     normalization: Literal["channel", "zca"] = "channel"
@@ -174,12 +182,14 @@ class ScheduleConfig(Section):
     step_epochs: int = Field(10, ge=1)
     """`step`: multiply lr by `gamma` every this many epochs."""
     gamma: float = Field(0.1, gt=0.0, le=1.0)
+    """`step`: the factor applied to lr every step_epochs."""
     min_lr_fraction: float = Field(0.0, ge=0.0, le=1.0)
     """`cosine`: the lr ends at this fraction of lr."""
 
 
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1)
+    """Passes over the training split."""
     batch_size: int | Literal["full"] = 64
     """1 is SGD, `full` is full-batch gradient descent, anything between is mini-batch."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
@@ -189,9 +199,13 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     progress: bool = True
     """Show a progress bar per epoch."""
-    threads: int | None = Field(None, ge=1)
-    """CPU threads for torch (`torch.set_num_threads`); null: torch's default. On a busy
-    shared machine 1 thread can be several times faster than all cores."""
+    threads: int | None = Field(None, ge=1, le=1024)
+    """CPU threads for torch (`torch.set_num_threads`); null: torch's default (one per core).
+    On a busy shared machine 1 thread can be several times faster than all cores."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Arithmetic of the training steps' matrix products: fp32, or bf16 under autocast (CPUs
+    with AMX or AVX-512 BF16, and CUDA GPUs, run them faster). The weights, the optimizer's
+    state, the loss, the whitening and every validation measurement stay in float32."""
     trajectory: int | None = Field(None, ge=1)
     """Record the weights every this many steps (and the first and last) in the run folder, as
     float16 moves from the start, for `catdog landscape`; null: off. 2 bytes a weight a row,
@@ -212,6 +226,7 @@ class EvalConfig(Section):
     tta: bool = False
     """Test-time augmentation: average P(dog) of each photo and its mirror image."""
     batch_size: int = Field(1024, ge=1)
+    """Photos per forward pass when measuring (memory, not results)."""
 
 
 class OutputConfig(Section):
@@ -219,10 +234,18 @@ class OutputConfig(Section):
     """Parent folder of runs."""
     name: Annotated[str, AfterValidator(check_folder_name)] | None = None
     """Run folder name; null: the config file's name and the time."""
+    tensorboard: bool = False
+    """Also write TensorBoard events into the run folder: pip install 'catdog[tensorboard]'."""
+
+    @field_validator("dir")
+    @classmethod
+    def _expand(cls, path: str) -> str:
+        return expand_path(path)
 
 
 class Config(Section):
     seed: int = Field(0, ge=0, lt=2**63)
+    """Seeds the weights, the train/validation split, the batch order and augmentation."""
     device: str = "auto"
     """auto (CUDA when present) | cpu | cuda | cuda:N."""
     data: DataConfig = DataConfig()
@@ -401,7 +424,22 @@ def load_config(
     data = read_config_file(path) if path is not None else {}
     for assignment in overrides:
         apply_override(data, assignment)
-    return validate(data, source=str(path) if path is not None else "config")
+    source = str(path) if path is not None else "config"
+    try:
+        return validate(data, source=source)
+    except ConfigError as error:
+        raise ConfigError(_blame_override(str(error), source, overrides)) from None
+
+
+def _blame_override(message: str, source: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """`--set train.epochs: ...` rather than `configs/sgd.yaml: ...` when --set gave the value."""
+    detail = message.removeprefix(f"{source}: ")
+    key = detail.split(":", 1)[0]
+    for assignment in overrides:
+        given = assignment.partition("=")[0].strip()
+        if key == given or key.startswith(f"{given}."):
+            return f"--set {detail}"
+    return message
 
 
 def validate(data: dict[str, Any], source: str = "config") -> Config:

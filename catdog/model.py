@@ -94,8 +94,11 @@ class Whitening(nn.Module):
         self.matrix.copy_(matrix)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (x − μ) W as one fused product: x W − μ W.
-        return torch.addmm(-(self.mean @ self.matrix), x, self.matrix)
+        # Always in float32, also under bf16 autocast: W's entries span 1/√(λ+ε), and bf16's
+        # 8-bit mantissa would blur the small eigen-directions whitening exists to lift.
+        with torch.autocast(x.device.type, enabled=False):
+            # (x − μ) W as one fused product: x W − μ W.
+            return torch.addmm(-(self.mean @ self.matrix), x.float(), self.matrix)
 
 
 class MemberLinear(nn.Module):

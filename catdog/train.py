@@ -39,9 +39,11 @@ from catdog.builders import (
 from catdog.checkpoint import save_checkpoint
 from catdog.config import Config, ScheduleConfig, config_dict
 from catdog.errors import Diverged, Interrupted
+from catdog.header import print_header
 from catdog.losses import LOSSES, Loss
 from catdog.metrics import Measurement, measure, merge_measurements
 from catdog.observers import Observer, observers_for
+from catdog.paths import command
 from catdog.trajectory import Trajectory
 
 __all__ = ["Diverged", "Interrupted", "Progress", "Summary", "learning_rate", "train"]
@@ -111,6 +113,7 @@ def train(
     Inside a process group (torchrun) every rank calls this with the same arguments.
     """
     run = set_up(config, run_dir, checkpoint, data)
+    print_header(run)  # device, photos, network, optimizer, run folder (rank 0's)
     run.observers.extend(observers)
     progress = run.progress
     resumed_at = progress.elapsed
@@ -258,7 +261,9 @@ def train_epoch(run: Run, stop: dict[str, int], elapsed: Any) -> float:
         # gradient it would get training alone, so lr means the same for any ensemble size.
         # `len(y) * world / rows` is 1 in one process; see `train_step`.
         weight = members * len(y) * world / rows
-        loss = float(train_step(run.network, optimizer, run.loss_fn, x, y, weight))
+        loss = float(
+            train_step(run.network, optimizer, run.loss_fn, x, y, weight, config.train.precision)
+        )
         # One all-reduce per step (none in one process): the global batch's loss, and
         # whether any rank was asked to stop, so that all ranks stop at the same step.
         loss_sum, count, stopping = distributed.sum_across(
@@ -349,8 +354,13 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     weight: float = 1.0,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """One optimizer step on one batch; returns the batch loss (a 0-d tensor).
+
+    With `precision` bf16 the forward pass runs under autocast (its matrix products in
+    bfloat16, which backward follows); the loss is taken in float32 and the optimizer updates
+    the float32 weights, so only the products' rounding changes.
 
     Backward runs on `weight` * loss. Under DDP, rank r holds n_r of a global batch's N rows and
     its loss L_r is the mean over those; DDP averages the ranks' gradients, so with weight
@@ -371,7 +381,9 @@ def train_step(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(x)
+        logits = logits.float()
         loss = loss_fn(logits, y) if len(y) else logits.sum()
         (loss if weight == 1.0 else loss * weight).backward()
         return loss
@@ -463,7 +475,7 @@ def _interrupted(run: Run, stop: dict[str, int], elapsed: float) -> Interrupted:
     distributed.barrier()  # no rank exits before last.pt is on disk
     return Interrupted(
         f"{signal.Signals(signum).name}: stopped at epoch {run.progress.epoch + 1}, batch "
-        f"{run.progress.step}; resume with: catdog train --resume {run.run_dir}",
+        f"{run.progress.step}; resume with: {command()} train --resume {run.run_dir}",
         exit_code=128 + signum,
     )
 

@@ -337,10 +337,13 @@ def test_batches_from_a_memmap_match_to_inputs(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.cuda
-def test_cuda_batches_match_cpu() -> None:
+@pytest.mark.parametrize("augment", [None, WITH_MIXUP])
+def test_cuda_batches_match_cpu_from_photos_kept_on_the_gpu(augment: AugmentConfig | None) -> None:
     pixels = coded_pixels(64)
-    cpu = epoch_list(plain(pixels, np.arange(64), 16, augment=ALL_AUGMENTS), 0)
-    gpu = epoch_list(plain(pixels, np.arange(64), 16, augment=ALL_AUGMENTS, device="cuda"), 0)
+    cpu = epoch_list(plain(pixels, np.arange(64), 16, augment=augment), 0)
+    on_gpu = plain(pixels, np.arange(64), 16, augment=augment, device="cuda")
+    assert on_gpu._resident is not None and on_gpu._resident.device.type == "cuda"
+    gpu = epoch_list(on_gpu, 0)
     for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):
         assert xg.device.type == "cuda"
         torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-5)
