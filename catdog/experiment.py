@@ -3,12 +3,14 @@
 from catdog import distributed
 from catdog.builders import PreparedData
 from catdog.config import Config
+from catdog.paths import absolute_paths
 from catdog.runs import new_run_dir
 from catdog.train import Summary, train
 
 
 def run(config: Config, label: str, data: PreparedData | None = None) -> Summary:
     """Train `config` into a new run folder named by `output.name`, or by `label` and the time."""
+    config = absolute_paths(config)  # the run folder then works from any folder
     # Under torchrun rank 0 makes the one folder and every rank trains into it.
     run_dir = distributed.on_main(lambda: new_run_dir(config, label))
     try:

@@ -30,7 +30,8 @@ def header_lines(run: "Run") -> list[str]:
     ensemble = f" × {config.model.ensemble} networks" if config.model.ensemble > 1 else ""
     hyperparameters = " ".join(
         f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in optimizer_arguments(config).items()
+        # lr first: it is what people compare
+        for key, value in sorted(optimizer_arguments(config).items(), key=lambda kv: kv[0] != "lr")
     )
     batch = config.train.batch_size
     verb = "resuming" if run.progress.epoch or run.progress.step else "training"

@@ -13,6 +13,7 @@ once; an observer that writes files writes them on rank 0 alone (`distributed.is
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from catdog import distributed
 from catdog.config import Config
 
 if TYPE_CHECKING:
@@ -35,4 +36,9 @@ def observers_for(config: Config, run_dir: Path) -> list[Observer]:
     from catdog.step_log import StepLog
     from catdog.stuck import StuckWatch
 
-    return [StepLog(run_dir), StuckWatch(run_dir)]
+    observers: list[Observer] = [StepLog(run_dir), StuckWatch(run_dir)]
+    if config.output.tensorboard and distributed.is_main():
+        from catdog.tensorboard import TensorBoardObserver
+
+        observers.append(TensorBoardObserver(run_dir))
+    return observers

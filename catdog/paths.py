@@ -2,8 +2,9 @@
 
 - `~` and `$VARIABLES` are expanded in every path key and option: bash expands `~` only at the
   start of a word, never after `--set data.root=`.
-- A run keeps `data.root` (and the cache folder) absolute, so its folder works from anywhere;
-  what the user typed goes into config.yaml as a comment, for the record.
+- A run keeps `data.root` and `data.cache_dir` absolute, so its folder works from anywhere;
+  what the user typed goes into config.yaml as a comment, for the record. `output.dir` stays
+  as given (runs go where it says, relative to where catdog runs).
 - The hints catdog prints (`evaluate with: ...`) spell the command the way it was invoked.
 """
 
@@ -12,11 +13,12 @@ import re
 import shlex
 import shutil
 import sys
+from contextvars import ContextVar
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# The config keys that hold paths; `output.dir` stays as given (runs go where it says, relative
-# to where catdog runs, as people expect of an output folder).
-PATH_KEYS = ("data.root", "data.cache_dir")
+if TYPE_CHECKING:
+    from catdog.config import Config
 
 
 def expand_path(value: str | os.PathLike[str]) -> str:
@@ -34,14 +36,25 @@ def absolute(value: str) -> str:
     return os.path.abspath(expand_path(value))
 
 
-def typed_paths_comment(typed: dict[str, str], resolved: dict[str, str]) -> str:
-    """The config.yaml lines recording what was typed where it differs from what was stored."""
-    lines = [
-        f"# {key} as given: {typed[key]} (in {os.getcwd()})"
-        for key in typed
-        if typed[key] != resolved.get(key)
-    ]
-    return "".join(f"{line}\n" for line in lines)
+_typed: ContextVar[dict[str, str] | None] = ContextVar("typed_paths", default=None)
+
+
+def absolute_paths(config: "Config") -> "Config":
+    """`config` with data.root and data.cache_dir absolute, so the run's folder works from
+    anywhere; what was typed is kept (`typed_paths_comment`) for the run's config.yaml."""
+    typed = {"data.root": config.data.root, "data.cache_dir": config.data.cache_dir}
+    root = absolute(config.data.root)
+    cache = absolute(config.data.cache_dir) if config.data.cache_dir else None
+    _typed.set({k: v for k, v in typed.items() if v is not None and v != absolute(v)})
+    data = config.data.model_copy(update={"root": root, "cache_dir": cache})
+    return config.model_copy(update={"data": data})
+
+
+def typed_paths_comment() -> str:
+    """config.yaml's record of the paths as given, where they differ from what it stores."""
+    typed = _typed.get() or {}
+    here = os.getcwd()
+    return "".join(f"# {key} as given: {value} (in {here})\n" for key, value in typed.items())
 
 
 _STAMP = re.compile(r"-\d{8}-\d{6}(-\d+)?$")

@@ -16,6 +16,8 @@ from typing import Any
 from catdog.checkpoint import load_checkpoint
 from catdog.config import Config, apply_override, save_config, validate
 from catdog.errors import ConfigError
+from catdog.paths import command, typed_paths_comment
+from catdog.rounding import rounded_row
 
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
@@ -43,7 +45,7 @@ def new_run_dir(config: Config, label: str) -> Path:
         except FileExistsError:
             raise ConfigError(
                 f"output.name: run folder {run_dir} already exists; choose another name, "
-                f"or continue it with: catdog train --resume {run_dir}"
+                f"or continue it with: {command()} train --resume {run_dir}"
             ) from None
         return run_dir
     return fresh_folder(parent, label, "output.dir")
@@ -68,6 +70,10 @@ def fresh_folder(parent: Path, label: str, key: str) -> Path:
 
 def write_config(config: Config, run_dir: Path) -> None:
     save_config(config, run_dir / CONFIG)
+    typed = typed_paths_comment()  # what the user typed, where it differs from what is stored
+    if typed:
+        path = run_dir / CONFIG
+        path.write_text(typed + path.read_text())
 
 
 # --- resuming one -------------------------------------------------------------------------------
@@ -112,7 +118,7 @@ def append_metrics_row(path: Path, row: dict[str, Any]) -> None:
         writer = csv.DictWriter(file, fieldnames=METRICS_FIELDS)
         if new:
             writer.writeheader()
-        writer.writerow(row)
+        writer.writerow(rounded_row(row))  # accuracy to 1e-4, losses to 6 figures
 
 
 def keep_metrics_rows(path: Path, epochs: int) -> None:

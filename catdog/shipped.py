@@ -31,7 +31,7 @@ def shipped_configs() -> list[ShippedConfig]:
     """Every shipped config, by name."""
     return [
         ShippedConfig(path.stem, path, _description(path))
-        for path in sorted(shipped_folder().glob("*.yaml"))
+        for path in sorted(shipped_folder().glob("*.yaml"), key=lambda path: path.stem)
     ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from catdog.errors import ConfigError
+from catdog.rounding import rounded_row
 
 HISTOGRAM_EVERY = 5  # epochs; and the first
 INSTALL = "pip install 'catdog[tensorboard]'"
@@ -120,3 +121,37 @@ def hyperparameters(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _norm(tensors: list[torch.Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))))
+
+
+class TensorBoardObserver:
+    """The loop's observer (`catdog.observers`) that writes a run's TensorBoard events (rank 0)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        require_tensorboard()
+        self.run_dir = run_dir
+        self.log: TensorBoardLog | None = None
+        self.run: Any = None
+        self.last_row: dict[str, float] = {}
+
+    def after_step(self, run: Any, loss: float, lr: float) -> None:
+        step = run.progress.epoch * len(run.batches) + run.progress.step
+        if self.log is None:  # the network exists only once the loop runs
+            self.run = run
+            self.log = TensorBoardLog.open(self.run_dir, run.config, run.model, step)
+        self.log.step(step, {"train_loss": loss, "lr": lr})
+
+    def after_epoch(self, run: Any, row: dict[str, float]) -> None:
+        if self.log is not None:
+            row = rounded_row(row)  # the numbers metrics.csv holds
+            self.log.epoch(int(row["epoch"]), row, run.optimizer)
+            self.last_row = row
+
+    def close(self) -> None:
+        if self.log is None:
+            return
+        progress = self.run.progress
+        final = {f"final_{k}": v for k, v in self.last_row.items() if k not in ("epoch", "lr")}
+        final.update(best_val_accuracy=progress.best_accuracy, best_epoch=progress.best_epoch)
+        final["epochs"] = progress.epoch
+        self.log.close(final)
+        self.log = None

@@ -1,0 +1,363 @@
+"""The command line as a new user meets it: shipped configs, config inspection, completion,
+paths with ~ that work from any folder, the run header, and the Python API."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catdog.config import Config, config_dict, load_config, parse_yaml
+from catdog.errors import ConfigError
+from catdog.shipped import copy_config, resolve_config, shipped_configs, shipped_folder
+from tests.helpers import REPO, catdog
+
+FAST = [
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "model.hidden=[32]",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "data.workers=0",
+]
+
+
+def leaf_keys(data: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            keys += leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+# --- shipped configs --------------------------------------------------------------------------
+
+
+def test_the_repository_configs_are_the_shipped_ones() -> None:
+    # One copy of each file: configs/ is a link into the package.
+    assert (REPO / "configs").resolve() == shipped_folder().resolve()
+    names = sorted(p.stem for p in (REPO / "catdog" / "configs").glob("*.yaml"))
+    assert [c.name for c in shipped_configs()] == names
+    assert len(names) >= 13
+
+
+def test_catdog_configs_lists_each_with_a_description(tmp_path: Path) -> None:
+    result = catdog("configs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [c.name for c in shipped_configs()]
+    sgd = next(line for line in lines if line.startswith("sgd "))
+    assert "SGD" in sgd
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # every one described
+
+
+def test_configs_copy_writes_an_editable_file_and_never_overwrites(tmp_path: Path) -> None:
+    result = catdog("configs", "copy", "sgd", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    copied = tmp_path / "sgd.yaml"
+    assert copied.read_text() == (shipped_folder() / "sgd.yaml").read_text()
+    again = catdog("configs", "copy", "sgd", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+    (tmp_path / "mine").mkdir()
+    assert copy_config("adam", tmp_path / "mine") == tmp_path / "mine" / "adam.yaml"
+    unknown = catdog("configs", "copy", "sdg", cwd=tmp_path)
+    assert unknown.returncode == 2 and "sgd" in unknown.stderr
+
+
+def test_config_name_resolves_to_shipped_and_a_path_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config("sgd") == shipped_folder() / "sgd.yaml"
+    assert resolve_config("sgd.yaml") == shipped_folder() / "sgd.yaml"
+    assert resolve_config("configs/demo.yaml") == shipped_folder() / "demo.yaml"  # README's
+    (tmp_path / "sgd.yaml").write_text("optimizer: {name: adam}\n")
+    assert resolve_config("sgd.yaml") == Path("sgd.yaml")  # the local file wins
+    with pytest.raises(ConfigError, match="catdog configs"):
+        resolve_config("nope")
+
+
+# --- config inspection ------------------------------------------------------------------------
+
+
+def test_config_keys_lists_every_key_with_type_default_and_meaning() -> None:
+    result = catdog("config", "keys")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()}
+    for key in leaf_keys(config_dict(Config())):
+        assert key in rows, key
+    lr = rows["optimizer.lr"].split()
+    assert lr[:4] == ["optimizer.lr", "float", ">", "0"] and lr[4] == "0.01"
+    assert "learning rate" in rows["optimizer.lr"]
+    assert "channel | zca" in rows["data.normalization"]
+    assert "optimizer.beta" in rows  # the optimizers' own hyperparameters too
+    # The meaning is the schema's docstring, on one line.
+    assert "Mirror each photo left-right" in rows["data.augment.hflip"]
+
+
+def test_config_show_is_the_resolved_yaml_marking_changes(tmp_path: Path) -> None:
+    result = catdog("config", "show", "--config", "sgd", "--set", "train.epochs=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = parse_yaml(result.stdout, "show")
+    assert shown == config_dict(load_config(resolve_config("sgd"), ["train.epochs=3"]))
+    lines = result.stdout.splitlines()
+    assert any(line.strip().startswith("epochs: 3") and "# default: 10" in line for line in lines)
+    assert any(line.strip().startswith("lr: 0.1") and "# default: 0.01" in line for line in lines)
+    unchanged = next(line for line in lines if line.strip().startswith("grayscale:"))
+    assert "#" not in unchanged
+    bad = catdog("config", "show", "--set", "train.epochs=three", cwd=tmp_path)
+    assert bad.returncode == 2 and "--set" in bad.stderr
+
+
+# --- completion -------------------------------------------------------------------------------
+
+
+def complete_in_bash(tmp_path: Path, line: str) -> list[str]:
+    """COMPREPLY of the generated bash script for the command line `line` (cursor at its end)."""
+    script = catdog("completion", "bash")
+    assert script.returncode == 0, script.stderr
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "catdog"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m catdog "$@"\n')
+    wrapper.chmod(0o755)
+    (tmp_path / "catdog.bash").write_text(script.stdout)
+    driver = (
+        f"source {tmp_path / 'catdog.bash'}\n"
+        'COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}\n'
+        'read -ra COMP_WORDS <<< "$COMP_LINE"\n'
+        '[[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")\n'
+        "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
+        "_catdog_completion catdog\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    result = subprocess.run(
+        ["bash", "-c", driver, "driver", line],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    )
+    assert result.returncode == 0, result.stderr
+    return [reply for reply in result.stdout.splitlines() if reply]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash here")
+def test_bash_completion_of_set_keys_and_values(tmp_path: Path) -> None:
+    assert complete_in_bash(tmp_path, "catdog train --set optim") == ["optimizer."]
+    keys = complete_in_bash(tmp_path, "catdog train --set optimizer.")
+    assert "optimizer.lr=" in keys and "optimizer.beta=" in keys
+    # bash splits words at "=": it is handed back the part after it.
+    assert complete_in_bash(tmp_path, "catdog train --set optimizer.name=a") == ["adam"]
+    assert complete_in_bash(tmp_path, "catdog train -s loss=") == ["mse", "bce"]
+    assert complete_in_bash(tmp_path, "catdog tr") == ["train"]
+    assert "nesterov" in complete_in_bash(tmp_path, "catdog train --config ne")
+
+
+def test_completion_scripts_for_zsh_and_fish() -> None:
+    for shell in ("zsh", "fish"):
+        result = catdog("completion", shell)
+        assert result.returncode == 0, result.stderr
+        assert f"_CATDOG_COMPLETE=complete_{shell}" in result.stdout
+    assert catdog("completion", "tcsh").returncode == 2
+
+
+# --- paths that work from anywhere --------------------------------------------------------------
+
+
+def test_tilde_in_set_data_root_is_expanded(demo_photos: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "kaggle").mkdir(parents=True)
+    shutil.copytree(demo_photos, home / "kaggle" / "train")
+    result = catdog(
+        "train", "--config", "sgd",
+        "--set", "data.root=~/kaggle/train", "--set", "output.dir=~/runs",
+        "--set", "output.name=tilde", *FAST,
+        cwd=tmp_path, env={"HOME": str(home)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run_dir = home / "runs" / "tilde"  # output.dir's ~ too
+    saved = parse_yaml((run_dir / "config.yaml").read_text(), "config.yaml")
+    assert saved["data"]["root"] == str(home / "kaggle" / "train")  # absolute, expanded
+    evaluated = catdog(
+        "evaluate", "~/runs/tilde", "--data=~/kaggle/train", "--json",
+        cwd=tmp_path, env={"HOME": str(home)},
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    variable = catdog(
+        "config", "show", "--set", "data.root=$PHOTOS/x", cwd=tmp_path, env={"PHOTOS": "/srv"}
+    )
+    assert "root: /srv/x" in variable.stdout
+
+
+@pytest.fixture(scope="module")
+def relative_run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run made with data.root relative to its folder, as `catdog demo` makes one."""
+    here = tmp_path_factory.mktemp("here")
+    shutil.copytree(demo_photos, here / "photos")
+    result = catdog("train", "--config", "sgd", "--set", "data.root=photos", *FAST, cwd=here)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (here / "runs").iterdir()
+    assert run_dir.name.startswith("sgd-")
+    text = (run_dir / "config.yaml").read_text()
+    assert parse_yaml(text, "config.yaml")["data"]["root"] == str(here / "photos")
+    assert f"# data.root as given: photos (in {here})" in text  # for the record
+    return run_dir
+
+
+def test_a_run_works_from_another_folder(relative_run: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    evaluated = catdog("evaluate", relative_run, "--json", cwd=elsewhere)
+    assert evaluated.returncode == 0, evaluated.stderr
+    again = catdog(
+        "train", "--config", relative_run / "config.yaml", "--set", "train.epochs=1",
+        "--set", f"output.dir={elsewhere / 'runs'}", cwd=elsewhere,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    (rerun,) = (elsewhere / "runs").iterdir()
+    assert rerun.name.startswith("sgd-") and rerun.name != relative_run.name  # not config-...
+
+
+def test_a_missing_data_root_from_a_run_says_where_it_came_from(
+    relative_run: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copied-run"
+    shutil.copytree(relative_run, copy)
+    text = (copy / "config.yaml").read_text()
+    saved_root = parse_yaml(text, "config.yaml")["data"]["root"]
+    moved = tmp_path / "moved"
+    shutil.move(saved_root, moved)  # the photos went elsewhere
+    try:
+        result = catdog("evaluate", copy, cwd=tmp_path)
+        assert result.returncode == 2
+        assert "no such folder" in result.stderr and "config saved in" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        shutil.move(moved, saved_root)
+
+
+def test_train_without_photos_suggests_what_to_do(tmp_path: Path) -> None:
+    result = catdog("train", "--set", "train.progress=false", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "make-demo-data data/demo" in result.stderr and "--set data.root=" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_bad_set_value_is_blamed_on_set(tmp_path: Path) -> None:
+    result = catdog("train", "--config", "sgd", "--set", "train.epochs=three", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --set train.epochs:"), result.stderr
+
+
+# --- conventions --------------------------------------------------------------------------------
+
+
+def test_version_short_help_and_flag_help() -> None:
+    from catdog import __version__
+
+    version = catdog("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"catdog {__version__}"
+    assert catdog("-h").returncode == 0 and "train" in catdog("-h").stdout
+    evaluate_help = catdog("evaluate", "-h").stdout
+    assert "--json " in evaluate_help and "<bool>" not in evaluate_help
+    assert "BOOLEAN" not in evaluate_help
+    for command in ("train", "evaluate", "predict", "demo", "compare", "make-demo-data"):
+        text = catdog(command, "--help", env={"COLUMNS": "200"}).stdout
+        options = [line for line in text.splitlines() if line.strip().startswith("--")]
+        assert options, command
+        # Every option has a help text: something after the option's name and metavar.
+        for line in options:
+            assert len(line.split("  ", 1)) == 2 or "--help" in line, (command, line)
+
+
+def test_the_header_names_what_the_run_will_do(demo_photos: Path, tmp_path: Path) -> None:
+    from catdog.builders import build_model
+
+    result = catdog(
+        "train", "--config", "momentum-ema", "--set", f"data.root={demo_photos}",
+        "--set", "output.name=header", *FAST, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    head = result.stdout.split("epoch ")[0]
+    config = load_config(
+        resolve_config("momentum-ema"),
+        [f"data.root={demo_photos}", "data.image_size=16", "model.hidden=[32]"],
+    )
+    network = build_model(config)
+    count = sum(p.numel() for p in network.parameters())
+    assert f"{count:,} parameters" in head
+    assert "device     cpu" in head
+    assert "96 train / 24 validation / 0 skipped" in head  # 120 photos, 20% held out
+    assert "16×16 RGB: 768 features" in head
+    assert "momentum lr=0.1 formulation=ema beta=0.9, batch 64, 2 epochs" in head
+    assert head.startswith(f"training {Path('runs') / 'header'}\n")
+    evaluated = catdog("evaluate", tmp_path / "runs" / "header", cwd=tmp_path)
+    assert "best.pt" in evaluated.stdout and "epoch" in evaluated.stdout
+
+
+# --- rounding and curves ----------------------------------------------------------------------
+
+
+def test_numbers_are_rounded_to_what_they_mean(relative_run: Path) -> None:
+    import json
+
+    for line in (relative_run / "metrics.csv").read_text().splitlines()[1:]:
+        _epoch, train_loss, val_loss, val_accuracy, *_ = line.split(",")
+        assert len(val_accuracy.split(".")[-1]) <= 4
+        for loss in (train_loss, val_loss):
+            assert len(loss.replace(".", "").lstrip("0")) <= 6, loss
+    result = json.loads(catdog("evaluate", relative_run, "--json").stdout)
+    assert result["accuracy"] == round(result["accuracy"], 4)
+    assert f"{result['loss']:.6g}" == repr(result["loss"]) or len(repr(result["loss"])) <= 9
+
+
+def test_ewa_figures_have_y_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from catdog import figures
+
+    drawn = []
+    real_save = figures.save
+    monkeypatch.setattr(figures, "save", lambda f, p: (drawn.append(f), real_save(f, p))[1])
+    figures.draw_smoothing(tmp_path / "a.png")
+    figures.draw_bias_correction(tmp_path / "b.png")
+    assert all(figure.axes[0].get_ylabel() for figure in drawn) and len(drawn) == 2
+
+
+# --- the Python API -----------------------------------------------------------------------------
+
+
+def test_python_api_trains_evaluates_and_predicts_quietly(
+    demo_photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import catdog as api
+
+    summary = api.train(
+        "sgd", data__root=str(demo_photos), data__image_size=16, data__workers=0,
+        model__hidden=[32], train__epochs=2, output__dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    assert summary.epochs == 2 and (summary.run_dir / "best.pt").is_file()
+    assert summary.run_dir.name.startswith("sgd-")
+    assert capsys.readouterr().out == ""  # quiet: no header, no epoch lines
+    result = api.evaluate(summary.run_dir)
+    assert result["count"] == 24 and 0.0 <= result["accuracy"] <= 1.0
+    # The same numbers the CLI prints with --json.
+    import json
+
+    cli = json.loads(catdog("evaluate", summary.run_dir, "--json").stdout)
+    assert cli["accuracy"] == result["accuracy"] and cli["loss"] == result["loss"]
+    photos = sorted(demo_photos.glob("*.jpg"))[:3]
+    predictions = api.predict(summary.run_dir, photos)
+    assert [p.path for p in predictions] == photos
+    assert all(0.0 <= p.probability <= 1.0 for p in predictions)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        api.train("sgd", train__epochs=0)
