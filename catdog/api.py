@@ -70,12 +70,14 @@ def train(
     quiet: bool = True,
     resume: str | os.PathLike[str] | None = None,
     sets: Sequence[str] = (),
+    label: str | None = None,
     **overrides: Any,
 ) -> "Summary":
     """Train into a new run folder (or continue `resume`'s); returns the run's summary.
 
     `progress=None` keeps the config's `train.progress`; `quiet` silences the header and the
-    epoch lines (warnings still go to stderr).
+    epoch lines (warnings still go to stderr); `sets` are `--set` strings (YAML values);
+    `label` names the run folder (`LABEL-<time>`; default: the config file's name).
     """
     from catdog.experiment import run
     from catdog.runs import RESUMABLE_KEYS, load_resume
@@ -93,7 +95,8 @@ def train(
         source = f"the run's config ({checkpoint['path']})"
         with _data_errors(config, source), _quiet(quiet):
             return train_into(config, Path(checkpoint["path"]).parent, checkpoint=checkpoint)
-    config, label = load(config_or_path, sets, overrides)
+    config, stem = load(config_or_path, sets, overrides)
+    label = label or stem
     source = f"{config_or_path}" if config_or_path is not None else "the default config"
     with _data_errors(config, source, suggest=True), _quiet(quiet):
         return run(config, label=label)
@@ -142,6 +145,24 @@ def predict(
     return predict_photos(Path(expand_path(run)), paths, tta=tta, device=device, progress=progress)
 
 
+def check_can_run(config: "Config") -> None:
+    """What can be checked before any slow step: the device, the output folder, TensorBoard."""
+    from catdog.devices import resolve_device
+
+    resolve_device(config.device)
+    parent = Path(config.output.dir)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output.dir {parent}: cannot make it ({error.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"output.dir {parent}: not writable; choose another with --set")
+    if config.output.tensorboard:
+        from catdog.tensorboard import require_tensorboard
+
+        require_tensorboard()
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -157,18 +178,18 @@ def _quiet(quiet: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def _data_errors(config: "Config", source: str, suggest: bool = False) -> Iterator[None]:
     """Say where a missing `data.root` came from, and what to do about it."""
+    from catdog.paths import absolute, command
+
     try:
         yield
     except DataError as error:
-        message = str(error)
-        if not message.startswith(f"{config.data.root}: no such folder"):
+        message, root = str(error), config.data.root
+        if not any(message.startswith(f"{r}: no such folder") for r in (root, absolute(root))):
             raise
         hint = (
-            "; make demo photos there with `catdog make-demo-data "
-            f"{config.data.root}`, or point at yours with --set data.root=DIR"
+            f"; draw demo photos there with `{command()} make-demo-data {root}`, "
+            "or point at yours with --set data.root=DIR"
             if suggest
             else ""
         )
-        raise DataError(
-            f"data.root {config.data.root} (from {source}): no such folder{hint}"
-        ) from None
+        raise DataError(f"data.root {root} (from {source}): no such folder{hint}") from None
