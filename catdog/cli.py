@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from catdog import cli_tune
 from catdog.errors import EXIT_CODES, ConfigError, Interrupted
 
 app = typer.Typer(
@@ -213,7 +214,7 @@ def demo(
 @reports_errors
 def compare(
     configs: list[Path] = typer.Argument(
-        ..., help="YAML configs; each becomes a run (crossed with --grid)."
+        None, help="YAML configs; each becomes a run (crossed with --grid)."
     ),
     set_: list[str] = typer.Option(
         [], "--set", "-s", help="Override a key in every run: --set train.epochs=5."
@@ -228,17 +229,41 @@ def compare(
         None, "--target-loss", help="Validation loss to race to (default: the worst run's best)."
     ),
     out_dir: Path = typer.Option(Path("comparisons"), "--out-dir", help="Parent folder."),
+    seeds: str = typer.Option(None, "--seeds", help=cli_tune.SEEDS_HELP),
+    jobs: int = typer.Option(1, "--jobs", help="Train the runs in N processes on this machine."),
+    log_y: bool = typer.Option(False, "--log-y", help="Loss axes on a log scale."),
+    tune: list[str] = typer.Option([], "--tune", help=cli_tune.COMPARE_TUNE_HELP),
+    trials: int = typer.Option(16, "--trials", help="With --tune: trials per run, the same budget."),
+    objective: str = typer.Option(
+        "val_loss", "--objective", help="With --tune: val_loss|val_accuracy."
+    ),
+    resume: Path = typer.Option(None, "--resume", help="Continue the comparison in this folder."),
 ) -> None:
     """Train runs from one seed on the same data, then plot and tabulate them together.
 
     Several --grid options form a product; the first config's seed is every run's seed.
+    --seeds repeats every run under each seed and reports means, 95% intervals and which
+    differences are significant (paired by seed). Ctrl-C writes the summary of what finished;
+    --resume DIR continues it.
     """
     from catdog.compare import compare as compare_runs
     from catdog.compare import plan
+    from catdog.compare import resume as resume_comparison
     from catdog.scoreboard import markdown
+    from catdog.sweep import parse_seeds
 
-    runs = plan(configs, set_, grid)
-    comparison = compare_runs(runs, out_dir, name or configs[0].stem, target_loss)
+    if resume is not None:
+        if configs:
+            raise ConfigError("--resume takes the comparison's saved plan; leave out the configs")
+        comparison = resume_comparison(resume)
+    else:
+        if not configs:
+            raise ConfigError("compare: give at least one config file (or --resume DIR)")
+        runs = plan(configs, set_, grid)
+        comparison = compare_runs(
+            runs, out_dir, name or configs[0].stem, target_loss, parse_seeds(seeds), jobs,
+            log_y, cli_tune.tune_settings(tune, trials, objective),
+        )  # fmt: skip
     typer.echo(f"\n{markdown(comparison.scoreboard)}")
     typer.echo(f"comparison: {comparison.folder} (comparison.png, summary.md, summary.csv)")
 
@@ -275,8 +300,6 @@ def figures(
         for line in lines:
             typer.echo(f"  {line}")
 
-
-from catdog import cli_tune  # noqa: E402  (registers on the app defined above)
 
 cli_tune.register(app, reports_errors)
 

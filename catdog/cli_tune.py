@@ -11,6 +11,11 @@ SPACE_HELP = (
     "A key to search: optimizer.lr=log:1e-5:1 (log scale), optimizer.beta=0.8:0.99 (uniform), "
     "model.hidden=[256],[512,128] (choices). Repeatable."
 )
+SEEDS_HELP = "Repeat every run under each seed: --seeds 0,1,2, or --seeds 5 for 0-4."
+COMPARE_TUNE_HELP = (
+    "Tune each run first with the same budget (--trials), then run --seeds on each best "
+    "config: --tune optimizer.lr=log:1e-5:1 (repeatable, as tune's --space)."
+)
 STORAGE_HELP = (
     "Where the study lives, for several processes or machines: a database URL "
     "(sqlite:///tune.db, postgresql://...) or a journal file on a shared folder. "
@@ -125,6 +130,18 @@ def lr_find(
         + (", stopped when the loss blew up" if result.stopped_early else "")
     )
     typer.echo(f"curve: {found.plot}\nuse it: --set optimizer.lr={result.suggestion:.3g}")
+
+
+def tune_settings(space: list[str], trials: int, objective: str) -> dict[str, Any] | None:
+    """compare's --tune options as the comparison's plan keeps them; None without --tune."""
+    from catdog.errors import ConfigError
+    from catdog.tune import OBJECTIVES
+
+    if not space:
+        return None
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"--objective {objective}: choose one of {', '.join(OBJECTIVES)}")
+    return {"space": list(space), "trials": trials, "objective": objective}
 
 
 def register(app: typer.Typer, reports_errors: Callable[[Any], Any]) -> None:

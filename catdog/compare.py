@@ -9,13 +9,14 @@ configs, e.g. "optimizer.name=momentum, optimizer.formulation=ema".
 
 `compare` trains the runs into `<parent>/<name>-<time>/<NN>-<label>/`, decoding the photos once
 per distinct data section, and writes `comparison.png`, `summary.md` and `summary.csv` (see
-`catdog.scoreboard`). A run that diverges is recorded as such and the others still run.
+`catdog.scoreboard`). A run that diverges or gets stuck is recorded as such and the others still
+run. `--seeds`, `--jobs`, `--tune`, Ctrl-C and `--resume` are `catdog.sweep`'s.
 """
 
 import itertools
 import json
 import re
-import sys
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,9 @@ from catdog.config import (
     read_config_file,
     validate,
 )
-from catdog.errors import ConfigError, Diverged
-from catdog.experiment import run
-from catdog.runs import fresh_folder, run_metrics
-from catdog.scoreboard import Scoreboard, score, write_scoreboard
+from catdog.errors import ConfigError, Interrupted
+from catdog.runs import fresh_folder
+from catdog.scoreboard import Scoreboard
 
 IGNORED_SECTIONS = ("output",)
 """Set by the comparison itself (each run's folder), so never what tells runs apart."""
@@ -143,44 +143,63 @@ def compare(
     parent: Path = Path("comparisons"),
     name: str = "comparison",
     target_loss: float | None = None,
+    seeds: list[int] | None = None,
+    jobs: int = 1,
+    log_y: bool = False,
+    tune: dict[str, Any] | None = None,
 ) -> Comparison:
-    """Train every planned run into one new folder, then draw and tabulate them together."""
-    from catdog.plots import Curve, plot_comparison
+    """Train every planned run (under each of `seeds`) into one new folder, then draw and
+    tabulate them together; with `tune` ({space, trials, objective}) tune each run first.
 
+    The plan is written first (see `catdog.sweep`), so Ctrl-C is resumable by `resume`.
+    """
+    from catdog import sweep
+
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: give at least 1 process")
+    if tune is not None:
+        from catdog.search_space import parse_space
+
+        if tune["trials"] < 1:
+            raise ConfigError(f"--trials {tune['trials']}: give at least 1 trial")
+        for planned in runs:
+            parse_space(tune["space"], config_dict(planned.config))
     folder = fresh_folder(parent, name, "--out-dir")
-    prepared: dict[str, PreparedData] = {}
-    results: list[tuple[PlannedRun, Path, str | None]] = []
-    for index, planned in enumerate(runs, start=1):
-        print(f"\n[{index}/{len(runs)}] {planned.label}", flush=True)
-        config = planned.config.model_copy(
-            update={
-                "output": planned.config.output.model_copy(
-                    update={"dir": str(folder), "name": planned.folder}
-                )
-            }
-        )
-        data = shared_data(config, prepared)
-        diverged = None
-        try:
-            run(config, planned.label, data=data)
-        except Diverged as error:
-            diverged = str(error)
-            print(f"diverged: {diverged}", file=sys.stderr, flush=True)
-        results.append((planned, folder / planned.folder, diverged))
+    settings: dict[str, Any] = {
+        "target_loss": target_loss, "seeds": seeds, "jobs": jobs, "log_y": log_y, "tune": tune,
+        "planned": [
+            {"label": r.label, "folder": r.folder, "config": config_dict(r.config)} for r in runs
+        ],
+    }  # fmt: skip
+    sweep.save_plan(folder, [] if tune else sweep.jobs_for(runs, folder, seeds), settings)
+    return resume(folder)
 
-    scored = [
-        (planned.label, run_dir, run_metrics(run_dir), diverged)
-        for planned, run_dir, diverged in results
-    ]
-    scoreboard = score(scored, target_loss)
-    plot_comparison(
-        [Curve(label, rows) for label, _, rows, _ in scored],
-        folder / "comparison.png",
-        title=folder.name,
-        target_loss=scoreboard.target_loss,
-    )
-    write_scoreboard(scoreboard, folder)
-    return Comparison(folder, scoreboard)
+
+def resume(folder: Path) -> Comparison:
+    """Carry out (or continue) the comparison planned in `folder`; Ctrl-C writes the summary of
+    what finished and raises `Interrupted` naming `catdog compare --resume`."""
+    from catdog import sweep
+
+    jobs, settings = sweep.load_plan(folder)
+    try:
+        if not jobs and settings.get("tune"):
+            planned = sweep.tune_each(folder, settings)
+            jobs = sweep.jobs_for(planned, folder, settings["seeds"])
+            sweep.save_plan(folder, jobs, settings)
+        sweep.run_all(folder, jobs, settings["jobs"])
+    except (Interrupted, KeyboardInterrupt) as error:
+        code = error.exit_code if isinstance(error, Interrupted) else 128 + signal.SIGINT
+        finished = len(sweep.outcomes(folder))
+        if jobs:
+            sweep.summarize(folder, jobs, settings["target_loss"], settings["log_y"])
+        raise Interrupted(
+            f"{signal.Signals(code - 128).name}: comparison stopped after {finished} of "
+            f"{len(jobs) or 'the'} runs; their summary is in {folder / 'summary.md'}; "
+            f"resume with: catdog compare --resume {folder}",
+            code,
+        ) from None
+    board = sweep.summarize(folder, jobs, settings["target_loss"], settings["log_y"])
+    return Comparison(folder, board)
 
 
 def shared_data(config: Config, prepared: dict[str, PreparedData]) -> PreparedData:

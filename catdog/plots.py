@@ -64,7 +64,7 @@ class Curve:
     seeds: Sequence[Rows] = ()
     """Every seed's metrics rows: the panels draw their mean and a band of ± 1 std."""
     steps: Sequence[Rows] = ()
-    """steps.csv rows of each seed (or of the run), for the per-step panel."""
+    """steps.csv rows of each seed (or of the run): the per-step panel draws their mean."""
     failed: str = ""
     """"diverged" or "stuck": drawn thin and marked; the axes are not fitted to it."""
 
@@ -205,19 +205,27 @@ def _steps_panel(figure: Figure, row: Sequence[Axes], curves: Sequence[Curve], l
     axes.set_subplotspec(spec[1, :])
     fitted: list[float] = []
     for index, curve in enumerate(curves):
-        for number, steps in enumerate(curve.steps):
-            shown = [s for s in steps if s["epoch"] <= STEP_EPOCHS and math.isfinite(s["loss"])]
-            smooth = ewa([s["loss"] for s in shown], STEP_SMOOTHING, bias_correction=True)
-            axes.plot(
-                [s["epoch"] for s in shown],
-                smooth,
-                color=f"C{index % 10}",
-                linewidth=0.6 if curve.failed else 1.0,
-                alpha=1.0 if number == 0 else 0.5,
-            )
-            if not curve.failed:
-                fitted += smooth
-    title = f"Training loss per step (moving average, β = {STEP_SMOOTHING}), first epochs"
+        if not curve.steps:
+            continue
+        # The mean over seeds, step by step, over the steps every seed has.
+        length = min(len(steps) for steps in curve.steps)
+        first = [s for s in curve.steps[0][:length] if s["epoch"] <= STEP_EPOCHS]
+        mean = [
+            sum(steps[i]["loss"] for steps in curve.steps) / len(curve.steps)
+            for i in range(len(first))
+        ]
+        kept = [(s["epoch"], m) for s, m in zip(first, mean, strict=True) if math.isfinite(m)]
+        if not kept:
+            continue
+        smooth = ewa([m for _, m in kept], STEP_SMOOTHING, bias_correction=True)
+        axes.plot([e for e, _ in kept], smooth, color=f"C{index % 10}",
+                  linewidth=0.8 if curve.failed else 1.2)  # fmt: skip
+        if not curve.failed:
+            fitted += smooth
+    title = (
+        f"Training loss per step (mean over seeds, moving average β = {STEP_SMOOTHING}), "
+        "first epochs"
+    )
     _label(axes, "epoch", "batch loss", title)
     _fit(axes, fitted, log_y)
 

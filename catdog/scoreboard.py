@@ -294,8 +294,9 @@ def _differences(board: Scoreboard) -> list[str]:
     tested = [d for d in board.differences if not math.isnan(d.p_value)]
     pairs = len({(d.first, d.second) for d in board.differences})
     method = (
-        f"paired by seed (same split and initial weights), two-sided paired t-test, "
-        f"Holm-corrected over the {pairs} pairs, at the {ALPHA:.0%} level"
+        "runs paired by seed (one seed: the same split, and the same initial weights for one "
+        f"architecture); two-sided paired t-test, Holm-corrected over {pairs} "
+        f"pair{'s' if pairs != 1 else ''} of runs, at the {ALPHA:.0%} level"
     )
     if not tested:
         return [

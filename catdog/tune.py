@@ -118,8 +118,15 @@ def start(request: TuneRequest, parent: Path, name: str) -> Path:
     if request.storage is not None:
         open_study(request, Path("."))  # an unreachable database fails now, before any folder
     folder = fresh_folder(parent, name, "--out-dir")
-    (folder / REQUEST).write_text(yaml.safe_dump(asdict(request), sort_keys=False))
+    prepare(request, folder)
     return folder
+
+
+def prepare(request: TuneRequest, folder: Path) -> None:
+    """Write the request as `folder`/tune.yaml (the folder made if missing)."""
+    request.check()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REQUEST).write_text(yaml.safe_dump(asdict(request), sort_keys=False))
 
 
 def load_request(folder: Path) -> TuneRequest:
