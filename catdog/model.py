@@ -98,7 +98,8 @@ class Whitening(nn.Module):
         # 8-bit mantissa would blur the small eigen-directions whitening exists to lift.
         with torch.autocast(x.device.type, enabled=False):
             # (x − μ) W as one fused product: x W − μ W.
-            return torch.addmm(-(self.mean @ self.matrix), x.float(), self.matrix)
+            # In the layer's own dtype (float32 in training, float64 in catdog gradcheck).
+            return torch.addmm(-(self.mean @ self.matrix), x.to(self.matrix.dtype), self.matrix)
 
 
 class MemberLinear(nn.Module):
