@@ -153,5 +153,5 @@ class TensorBoardObserver:
         final = {f"final_{k}": v for k, v in self.last_row.items() if k not in ("epoch", "lr")}
         final.update(best_val_accuracy=progress.best_accuracy, best_epoch=progress.best_epoch)
         final["epochs"] = progress.epoch
-        self.log.close(final)
+        self.log.close(rounded_row(final))
         self.log = None

@@ -135,4 +135,57 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
 
 
-_ = catdog  # the CLI helper, for the run tests below
+SMALL = [
+    "--set", "data.image_size=8", "--set", "model.hidden=[8]", "--set", "train.epochs=3",
+    "--set", "train.batch_size=32", "--set", "train.progress=false", "--set", "data.workers=0",
+    "--set", "output.tensorboard=true",
+]  # fmt: skip
+
+
+def test_a_trained_run_s_events_equal_its_metrics_csv(demo_photos: Path, tmp_path: Path) -> None:
+    result = catdog(
+        "train", "--config", "momentum-ema", "--set", f"data.root={demo_photos}",
+        "--set", "output.name=tb", *SMALL, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "tb"
+    rows = read_metrics_csv(run_dir / "metrics.csv")
+    events = read_events(run_dir)
+    for column in ("train_loss", "val_loss", "val_accuracy", "lr", "seconds"):
+        logged = scalars(events, f"epoch/{column}")
+        assert logged == pytest.approx({int(r["epoch"]): r[column] for r in rows}, rel=1e-6)
+    steps_per_epoch = -(-96 // 32)  # 96 training photos in batches of 32
+    assert sorted(scalars(events, "step/train_loss")) == list(range(1, 3 * steps_per_epoch + 1))
+    assert any(tag.startswith("optimizer/velocity/") for tag in events.Tags()["histograms"])
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    assert scalars(events, "hparams/best_val_accuracy")[0] == pytest.approx(best["val_accuracy"])
+    assert session_hparams(events)["optimizer.name"] == "momentum"
+
+
+def test_compare_puts_its_runs_under_one_log_dir(demo_photos: Path, tmp_path: Path) -> None:
+    result = catdog(
+        "compare", "sgd", "--grid", "optimizer.lr=0.05,0.1", "--set", f"data.root={demo_photos}",
+        *SMALL, "--set", "train.epochs=1", "--name", "tb", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (folder,) = (tmp_path / "comparisons").iterdir()
+    assert f"tensorboard --logdir {folder.relative_to(tmp_path)}" in result.stdout
+    runs = sorted(p.parent.name for p in folder.glob("*/events.out.tfevents.*"))
+    assert len(runs) == 2 and len(set(runs)) == 2  # one TensorBoard run per compared run
+    for run in runs:
+        assert scalars(read_events(folder / run), "epoch/val_loss")
+
+
+def test_asking_for_tensorboard_without_it_is_one_line(demo_photos: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "hide" / "tensorboard"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no tensorboard here')\n")
+    result = catdog(
+        "train", "--set", f"data.root={demo_photos}", *SMALL, cwd=tmp_path,
+        env={"PYTHONPATH": str(fake.parent)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: output.tensorboard: TensorBoard is not installed; install it with: "
+        "pip install 'catdog[tensorboard]' (or set output.tensorboard: false)"
+    ]
