@@ -7,6 +7,7 @@ code 2; a diverged run exits 3; an interrupted run exits 128 + the signal's numb
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -341,7 +342,17 @@ register_config_commands(app, reports_errors)
 
 
 def main() -> None:
-    app(prog_name="catdog")
+    # Before the training loop takes SIGTERM over, it ends the process as Ctrl-C does: through
+    # the cleanups (no empty run folder left, no decode workers, the locks released).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        app(prog_name="catdog")
+    except KeyboardInterrupt:  # Ctrl-C while a command imports torch, say: no traceback
+        sys.exit(130)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
