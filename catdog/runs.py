@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog.checkpoint import load_checkpoint
-from catdog.config import Config, apply_override, save_config, validate
+from catdog.config import Config, apply_override, read_config_file, save_config, validate
 from catdog.errors import ConfigError
 from catdog.paths import command, typed_paths_comment
 from catdog.rounding import rounded_row
@@ -137,4 +137,11 @@ def draw_curves(run_dir: Path) -> None:
     if rows:
         from catdog.plots import plot_curves
 
-        plot_curves(rows, run_dir / CURVES, title=run_dir.name)
+        plot_curves(rows, run_dir / CURVES, title=curves_title(run_dir))
+
+
+def curves_title(run_dir: Path) -> str:
+    """`RUN: optimizer NAME, lr LR` from the run's config.yaml (the genetic one takes no lr)."""
+    optimizer = read_config_file(run_dir / CONFIG).get("optimizer") or {}
+    lr = f", lr {optimizer['lr']:g}" if isinstance(optimizer.get("lr"), float | int) else ""
+    return f"{run_dir.name}: {optimizer.get('name', 'sgd')}{lr}"
