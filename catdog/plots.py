@@ -38,18 +38,26 @@ def save(figure: Figure, path: Path) -> Path:
 
 
 def plot_curves(rows: Rows, path: Path, title: str = "") -> Path:
-    """One run: train and validation loss per epoch, and validation accuracy per epoch."""
+    """One run: train and validation loss per epoch, and validation accuracy per epoch in
+    percent (as the CLI prints it), the best epoch (the one best.pt holds) marked on both."""
     figure = new_figure(10, 4)
     if title:
         figure.suptitle(title)
     loss, accuracy = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in rows]
+    best = max(rows, key=lambda row: row["val_accuracy"])  # the first of equals, as best.pt
+    mark = f"best: epoch {best['epoch']:.0f}, {best['val_accuracy']:.2%}"
     loss.plot(epochs, [row["train_loss"] for row in rows], "o-", label="train")
     loss.plot(epochs, [row["val_loss"] for row in rows], "o-", label="validation")
+    percent = [100 * row["val_accuracy"] for row in rows]
+    accuracy.plot(epochs, percent, "o-", color="C2", label="validation")
+    for axes in (loss, accuracy):
+        axes.axvline(best["epoch"], color="grey", linestyle=":", label=mark)
+    accuracy.plot([best["epoch"]], [100 * best["val_accuracy"]], "*", color="C3", markersize=14)
     _label(loss, "epoch", "loss", "Loss")
+    _label(accuracy, "epoch", "accuracy (%)", "Validation accuracy")
     loss.legend()
-    accuracy.plot(epochs, [row["val_accuracy"] for row in rows], "o-", color="C2")
-    _label(accuracy, "epoch", "accuracy", "Validation accuracy")
+    accuracy.legend()
     _integer_epochs(loss, accuracy)
     return save(figure, path)
 

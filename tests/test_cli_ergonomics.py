@@ -361,3 +361,26 @@ def test_python_api_trains_evaluates_and_predicts_quietly(
     assert capsys.readouterr().out == ""
     with pytest.raises(ConfigError, match=r"train\.epochs"):
         api.train("sgd", train__epochs=0)
+
+
+def test_curves_in_percent_with_the_best_epoch_and_the_optimizer(
+    relative_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from catdog import plots, runs
+
+    drawn = []
+    real_save = plots.save
+    monkeypatch.setattr(plots, "save", lambda f, p: (drawn.append(f), real_save(f, p))[1])
+    runs.draw_curves(relative_run)
+    (figure,) = drawn
+    assert figure.get_suptitle() == f"{relative_run.name}: sgd, lr 0.1"
+    accuracy = figure.axes[1]
+    assert accuracy.get_ylabel() == "accuracy (%)"
+    rows = runs.read_metrics(relative_run / "metrics.csv")
+    assert list(accuracy.get_lines()[0].get_ydata()) == pytest.approx(
+        [100 * row["val_accuracy"] for row in rows]
+    )
+    best = max(rows, key=lambda row: row["val_accuracy"])
+    marks = [line for line in accuracy.get_lines() if line.get_linestyle() == ":"]
+    assert marks and marks[0].get_xdata()[0] == best["epoch"]
+    assert f"best: epoch {best['epoch']:.0f}" in marks[0].get_label()
