@@ -22,11 +22,17 @@ DEVICES = [
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """These tensors are tiny: threads only add OpenMP waits, ruinous on a busy 2-core machine."""
+def small_problem_settings() -> Iterator[None]:
+    """One thread, and room in dynamo's cache for every compiled proof.
+
+    These tensors are tiny: threads only add OpenMP waits, ruinous on a busy 2-core machine. The
+    compiled proofs compile one functional step for many shapes and constants, and dynamo's
+    default limit of 8 graphs per function would quietly run the rest uncompiled.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with torch._dynamo.config.patch(recompile_limit=256, accumulated_recompile_limit=4096):
+        yield
     torch.set_num_threads(threads)
 
 
@@ -52,3 +58,18 @@ def train(model: MLP, x: torch.Tensor, y: torch.Tensor, factory: Factory, steps:
         F.binary_cross_entropy_with_logits(model(x), y).backward()
         optimizer.step()
     return model
+
+
+PATHS = [
+    pytest.param(False, id="eager"),
+    # Each compiled case costs a compilation (seconds, more on a cold Inductor cache).
+    pytest.param(True, id="compiled", marks=pytest.mark.slow),
+]
+"""The two paths of every functional step, as `compile=`: the proofs run on both."""
+
+
+def path_tolerance(device: str, compiled: bool) -> float:
+    """What two float32 runs of the same maths may differ by after 100 steps: nothing when both
+    run torch's very kernels on the CPU; rounding where cuBLAS or Inductor's fused loop (which
+    may contract a·b + c into one FMA) computes them."""
+    return 0.0 if device == "cpu" and not compiled else 1e-6

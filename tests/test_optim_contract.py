@@ -24,7 +24,7 @@ from catdog.optim import (
     build_optimizer,
     step,
 )
-from tests.optim_helpers import DEVICES, one_thread  # noqa: F401
+from tests.optim_helpers import DEVICES, small_problem_settings  # noqa: F401
 
 # Registry name and hyperparameters, covering every code path of every optimizer.
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -206,10 +206,31 @@ def test_resume_from_state_dict_continues_bitwise(device: str, config: str) -> N
         state, resumed_state = optimizer.state[a], resumed.state[b]
         assert state.keys() == resumed_state.keys()
         for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                assert torch.equal(value, resumed_state[key]), key
-            else:
-                assert value == resumed_state[key] == 14, key  # the step counter
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed_state[key])), key
+            if key == "step":
+                assert value == 14, key  # the step counter
+
+
+@pytest.mark.parametrize("config", ["momentum-classic-corrected", "adam"])
+def test_a_checkpoint_with_python_int_step_counts_still_resumes(config: str) -> None:
+    """Checkpoints written before the step counts became tensors hold ints; they load as tensors
+    and the run goes on exactly as if the count had been a tensor all along."""
+    model, x, y = separable_problem("cpu")
+    optimizer = build(config, model.parameters())
+    for _ in range(5):
+        take_step(optimizer, model, x, y)
+    old_style = copy.deepcopy(optimizer.state_dict())
+    for state in old_style["state"].values():
+        state["step"] = int(state["step"])
+    resumed_model = copy.deepcopy(model)
+    resumed = build(config, resumed_model.parameters())
+    resumed.load_state_dict(old_style)
+    for _ in range(3):
+        take_step(optimizer, model, x, y)
+        take_step(resumed, resumed_model, x, y)
+    for a, b in zip(model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert all(state["step"].item() == 8 for state in resumed.state.values())
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -358,6 +379,12 @@ BAD_HYPERPARAMETERS = [
     (Adam, {"lr": 0.1, "betas": (-0.9, 0.99)}, "Invalid beta1 value: -0.9 (must be in [0, 1))"),
     (Adam, {"lr": 0.1, "betas": 0.9}, "Invalid betas: 0.9 (must be a pair (beta1, beta2))"),
     (Adam, {"lr": 0.1, "eps": float("inf")}, "Invalid eps value: inf (must be >= 0)"),
+    (
+        SGD,
+        {"lr": 0.1, "compile": "yes"},
+        "Invalid compile: 'yes' (must be 'auto' or True or False)",
+    ),
+    (Adam, {"lr": 0.1, "compile": 1}, "Invalid compile: 1 (must be 'auto' or True or False)"),
 ]
 
 

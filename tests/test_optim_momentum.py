@@ -10,25 +10,35 @@ import torch.nn.functional as F
 
 from catdog.model import MLP
 from catdog.optim import Momentum, Nesterov, ewa
-from tests.optim_helpers import DEVICES, Factory, make_problem, one_thread, train  # noqa: F401
+from tests.optim_helpers import (  # noqa: F401
+    DEVICES,
+    PATHS,
+    Factory,
+    make_problem,
+    path_tolerance,
+    small_problem_settings,
+    train,
+)
 
 
-def assert_same_params(ours: MLP, theirs: MLP, device: str) -> None:
-    # Bitwise on CPU, where both run the very same kernels; cuBLAS gives no such promise.
-    tolerance = 0.0 if device == "cpu" else 1e-6
+def assert_same_params(ours: MLP, theirs: MLP, device: str, compiled: bool) -> None:
+    tolerance = path_tolerance(device, compiled)
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=tolerance)
 
 
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_classic_momentum_is_torch_sgd_with_momentum(device: str, weight_decay: float) -> None:
+def test_classic_momentum_is_torch_sgd_with_momentum(
+    device: str, weight_decay: float, compiled: bool
+) -> None:
     model, x, y = make_problem(device, torch.float32)
     ours = train(
         model,
         x,
         y,
-        lambda p: Momentum(p, lr=0.05, beta=0.9, formulation="classic", weight_decay=weight_decay),
+        lambda p: Momentum(p, 0.05, 0.9, "classic", weight_decay=weight_decay, compile=compiled),
         steps=100,
     )
     theirs = train(
@@ -40,19 +50,26 @@ def test_classic_momentum_is_torch_sgd_with_momentum(device: str, weight_decay: 
         ),
         steps=100,
     )
-    assert_same_params(ours, theirs, device)
+    assert_same_params(ours, theirs, device, compiled)
 
 
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_nesterov_is_torch_sgd_with_nesterov(device: str, weight_decay: float) -> None:
+def test_nesterov_is_torch_sgd_with_nesterov(
+    device: str, weight_decay: float, compiled: bool
+) -> None:
     """Same maths; we subtract lr·g and lr·β·v in two passes where torch first writes g + β·v
     into .grad, so the numbers differ by rounding only: within 1e-6 in float32 after 100 steps,
     ~1e-16 in float64."""
     for dtype, tolerance in [(torch.float32, 1e-6), (torch.float64, 1e-13)]:
         model, x, y = make_problem(device, dtype)
         ours = train(
-            model, x, y, lambda p: Nesterov(p, lr=0.05, beta=0.9, weight_decay=weight_decay), 100
+            model,
+            x,
+            y,
+            lambda p: Nesterov(p, 0.05, 0.9, weight_decay=weight_decay, compile=compiled),
+            100,
         )
         theirs = train(
             model,
@@ -68,20 +85,27 @@ def test_nesterov_is_torch_sgd_with_nesterov(device: str, weight_decay: float) -
         assert not torch.allclose(next(ours.parameters()), next(model.parameters()), atol=1e-2)
 
 
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bias_correction", [False, True])
 def test_ema_with_lr_walks_the_path_of_classic_with_lr_times_one_minus_beta(
-    device: str, bias_correction: bool
+    device: str, bias_correction: bool, compiled: bool
 ) -> None:
     """v_ema = (1-β)·v_classic by induction, so lr·v_ema = (lr(1-β))·v_classic, step after step."""
     model, x, y = make_problem(device, torch.float64)
     lr, beta = 0.5, 0.9
-    ema = train(model, x, y, lambda p: Momentum(p, lr, beta, "ema", bias_correction), steps=100)
+    ema = train(
+        model,
+        x,
+        y,
+        lambda p: Momentum(p, lr, beta, "ema", bias_correction, compile=compiled),
+        steps=100,
+    )
     classic = train(
         model,
         x,
         y,
-        lambda p: Momentum(p, lr * (1 - beta), beta, "classic", bias_correction),
+        lambda p: Momentum(p, lr * (1 - beta), beta, "classic", bias_correction, compile=compiled),
         steps=100,
     )
     for a, b in zip(ema.parameters(), classic.parameters(), strict=True):
@@ -90,9 +114,10 @@ def test_ema_with_lr_walks_the_path_of_classic_with_lr_times_one_minus_beta(
     assert not torch.allclose(next(ema.parameters()), next(model.parameters()), atol=1e-3)
 
 
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_ema_differs_from_torch_dampening_by_exactly_the_first_gradient_decayed(
-    device: str,
+    device: str, compiled: bool
 ) -> None:
     r"""torch's `SGD(momentum=β, dampening=β)` starts its buffer at b₁ = g₁; ours at v₁ = (1-β)g₁.
 
@@ -106,7 +131,7 @@ def test_ema_differs_from_torch_dampening_by_exactly_the_first_gradient_decayed(
     start = torch.randn(7, generator=generator, dtype=torch.float64).to(device)
     ours = torch.nn.Parameter(start.clone())
     theirs = torch.nn.Parameter(start.clone())
-    ours_optimizer = Momentum([ours], lr, beta, formulation="ema")
+    ours_optimizer = Momentum([ours], lr, beta, formulation="ema", compile=compiled)
     theirs_optimizer = torch.optim.SGD([theirs], lr, momentum=beta, dampening=beta, foreach=True)
     g1 = gradients[0]
     for t in range(1, steps + 1):
@@ -124,23 +149,31 @@ def test_ema_differs_from_torch_dampening_by_exactly_the_first_gradient_decayed(
         torch.testing.assert_close(weight_gap, predicted, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bias_correction", [False, True])
-def test_ema_velocity_is_ewa_of_the_gradients(device: str, bias_correction: bool) -> None:
+def test_ema_velocity_is_ewa_of_the_gradients(
+    device: str, bias_correction: bool, compiled: bool
+) -> None:
     """The velocity after t steps is `ewa` of the first t gradients (the figures' average), bit for
-    bit: both run the one shared EMA update. With bias correction each step is lr·ewa-corrected."""
+    bit eagerly: both run the one shared EMA update (compiled, Inductor's fused loop may round
+    differently). With bias correction each step is lr·ewa-corrected."""
     lr, beta, steps = 0.1, 0.9, 40
     generator = torch.Generator().manual_seed(8)
     gradients = torch.randn(steps, 3, 4, generator=generator, dtype=torch.float64).to(device)
     weight = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.float64, device=device))
-    optimizer = Momentum([weight], lr, beta, "ema", bias_correction)
+    optimizer = Momentum([weight], lr, beta, "ema", bias_correction, compile=compiled)
     averages = ewa(gradients, beta)
     corrected = ewa(gradients, beta, bias_correction=True)
     for t in range(steps):
         before = weight.detach().clone()
         weight.grad = gradients[t].clone()
         optimizer.step()
-        assert torch.equal(optimizer.state[weight]["velocity"], averages[t])
+        velocity = optimizer.state[weight]["velocity"]
+        if compiled:
+            torch.testing.assert_close(velocity, averages[t], rtol=1e-14, atol=1e-16)
+        else:
+            assert torch.equal(velocity, averages[t])
         moved = corrected[t] if bias_correction else averages[t]
         torch.testing.assert_close(before - weight.detach(), lr * moved, rtol=1e-12, atol=1e-15)
 
@@ -153,17 +186,18 @@ def closed_form_velocity(formulation: str, beta: float, t: int, g: torch.Tensor)
 
 
 # β = 0.5 with dyadic gradients keeps every velocity exactly representable: equality is bitwise.
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("beta", [0.5, 0.9])
 @pytest.mark.parametrize("formulation", ["ema", "classic"])
 @pytest.mark.parametrize("bias_correction", [False, True])
 def test_constant_gradient_gives_the_closed_form_velocity_and_step(
-    device: str, beta: float, formulation: str, bias_correction: bool
+    device: str, beta: float, formulation: str, bias_correction: bool, compiled: bool
 ) -> None:
     lr = 0.25
     g = torch.tensor([1.0, -0.75, 3.0, 0.0], dtype=torch.float64, device=device)
     weight = torch.nn.Parameter(torch.zeros_like(g))
-    optimizer = Momentum([weight], lr, beta, formulation, bias_correction)
+    optimizer = Momentum([weight], lr, beta, formulation, bias_correction, compile=compiled)
     velocity_tolerance = 0.0 if beta == 0.5 else 1e-14
     for t in range(1, 31):
         before = weight.detach().clone()
@@ -198,11 +232,12 @@ def quadratic_problem(
     return start, lambda w: 0.5 * w @ a @ w - b @ w
 
 
+@pytest.mark.parametrize("compiled", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
 @pytest.mark.parametrize("problem", ["quadratic", "mlp"])
 def test_nesterov_lookahead_and_reformulation_trace_the_same_path(
-    device: str, weight_decay: float, problem: str
+    device: str, weight_decay: float, problem: str, compiled: bool
 ) -> None:
     """The reformulation stores p_t = w_t - lr·β·v_t; the literal version stores w_t itself."""
     lr, beta = 0.1, 0.9
@@ -221,10 +256,10 @@ def test_nesterov_lookahead_and_reformulation_trace_the_same_path(
         def loss_of(model: torch.nn.Module) -> torch.Tensor:
             return F.binary_cross_entropy_with_logits(model(x), y)
 
-    literal = Nesterov(
-        literal_model.parameters(), lr, beta, lookahead=True, weight_decay=weight_decay
+    literal = Nesterov(literal_model.parameters(), lr, beta, True, weight_decay, compile=compiled)
+    reformulated = Nesterov(
+        reformulated_model.parameters(), lr, beta, weight_decay=weight_decay, compile=compiled
     )
-    reformulated = Nesterov(reformulated_model.parameters(), lr, beta, weight_decay=weight_decay)
 
     def closure_for(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
         def closure() -> torch.Tensor:

@@ -3,20 +3,28 @@ r"""The article's equations, each written once and shared by the optimizers and 
 Each works in place over a list of tensors with `torch._foreach_*` kernels (one launch for the
 whole list), in the manner of optax's `update_moment` and `bias_correction`:
 
-- coupled weight decay      :math:`g + \lambda w`                      `with_weight_decay`
-- the EMA (a moment)        :math:`m \leftarrow \beta m + (1-\beta)\, x^k`   `update_moment_`
-- the heavy-ball velocity   :math:`v \leftarrow \beta v + g`           `update_velocity_`
-- bias correction           :math:`1 - \beta^t`                        `bias_correction`
-- the descent step          :math:`w \leftarrow w - \eta\, d`          `descend_`
+- coupled weight decay       :math:`g + \lambda w`                              `with_weight_decay`
+- the EMA (a moment)         :math:`m \leftarrow \beta m + (1-\beta)\, x^k`     `update_moment_`
+- the heavy-ball velocity    :math:`v \leftarrow \beta v + g`                   `update_velocity_`
+- bias correction            :math:`1 - \beta^t`                                `bias_correction`
+- the descent step           :math:`w \leftarrow w - \eta\, d`                  `descend_`
 - the step scaled by the RMS :math:`w \leftarrow w - \eta\, d/(\sqrt s + \epsilon)`  `descend_rms_`
 
 The lists must share one device and dtype (`_foreach.split_by_device_and_dtype` cuts them).
+
+A value that changes from step to step (the learning rate under a schedule, a bias correction's
+step count t) is a `Scalar`: a Python number on the eager path, where foreach kernels take it as
+an argument, or a 0-d tensor on the compiled path, so that torch.compile traces it as an input
+instead of recompiling for each new value. Which one is decided by type, never by value.
 """
 
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+Scalar = float | Tensor
+"""A Python number (eager) or a 0-d tensor (compiled)."""
 
 
 def with_weight_decay(
@@ -59,36 +67,38 @@ def update_velocity_(velocities: list[Tensor], grads: list[Tensor], beta: float)
     torch._foreach_add_(velocities, grads)
 
 
-def bias_correction(beta: float, step: float) -> float:
+def bias_correction(beta: float, step: Scalar) -> Scalar:
     r""":math:`1 - \beta^t`: the weights of an EMA started at zero sum to this after t steps.
 
-    Dividing by it makes them sum to 1.
+    Dividing by it makes them sum to 1. A tensor t gives a float64 0-d tensor.
     """
+    if isinstance(step, Tensor):
+        step = step.to(torch.float64)
     return 1 - beta**step
 
 
 def descend_(
-    params: list[Tensor], directions: list[Tensor], step_sizes: float | Sequence[float]
+    params: list[Tensor], directions: list[Tensor], step_sizes: Scalar | Sequence[Scalar]
 ) -> None:
-    r""":math:`w_i \leftarrow w_i - \eta_i\, d_i`, in one pass when all :math:`\eta_i` agree.
+    r""":math:`w_i \leftarrow w_i - \eta_i\, d_i`: one step size for all, or one per parameter.
 
-    One step size for all, or one per parameter: those differ only where bias correction counts
-    a parameter's own steps (one that joined the model later has taken fewer).
+    Per-parameter sizes differ only where bias correction counts a parameter's own steps (one that
+    joined the model later has taken fewer); equal Python numbers take one pass.
     """
-    if not isinstance(step_sizes, Sequence):
+    if isinstance(step_sizes, float | int):
         torch._foreach_add_(params, directions, alpha=-step_sizes)
-    elif all(size == step_sizes[0] for size in step_sizes):
-        torch._foreach_add_(params, directions, alpha=-step_sizes[0])
+    elif _all_equal_numbers(step_sizes):
+        torch._foreach_add_(params, directions, alpha=-step_sizes[0])  # type: ignore[index]
     else:
-        torch._foreach_add_(params, torch._foreach_mul(directions, [-s for s in step_sizes]))
+        torch._foreach_sub_(params, _scaled(directions, step_sizes))
 
 
 def descend_rms_(
     params: list[Tensor],
     directions: list[Tensor],
     mean_squares: list[Tensor],
-    step_sizes: float | Sequence[float],
-    eps: float | Sequence[float],
+    step_sizes: Scalar | Sequence[Scalar],
+    eps: Scalar | Sequence[Scalar],
 ) -> None:
     r"""A step scaled by the RMS, :math:`w \leftarrow w - \eta\, d/(\sqrt s + \epsilon)`.
 
@@ -96,8 +106,31 @@ def descend_rms_(
     for all, or one per parameter (Adam folds its bias corrections into both).
     """
     denominators = torch._foreach_sqrt(mean_squares)
-    torch._foreach_add_(denominators, eps)
-    if isinstance(step_sizes, Sequence):
-        torch._foreach_addcdiv_(params, directions, denominators, [-s for s in step_sizes])
+    if isinstance(eps, Sequence) and not _all_numbers(eps):
+        torch._foreach_add_(denominators, list(eps))
     else:
+        torch._foreach_add_(denominators, eps)  # type: ignore[arg-type]
+    if isinstance(step_sizes, float | int):
         torch._foreach_addcdiv_(params, directions, denominators, value=-step_sizes)
+    elif _all_numbers(step_sizes):
+        sizes = [-size for size in step_sizes]  # type: ignore[union-attr]
+        torch._foreach_addcdiv_(params, directions, denominators, sizes)
+    else:
+        torch._foreach_sub_(
+            params, _scaled(torch._foreach_div(directions, denominators), step_sizes)
+        )
+
+
+def _scaled(tensors: list[Tensor], scales: Scalar | Sequence[Scalar]) -> list[Tensor]:
+    """`scales[i] · tensors[i]` (or one scale for all), as new tensors."""
+    if isinstance(scales, Sequence):
+        return torch._foreach_mul(tensors, list(scales))
+    return torch._foreach_mul(tensors, scales)
+
+
+def _all_numbers(values: object) -> bool:
+    return isinstance(values, Sequence) and all(isinstance(v, float | int) for v in values)
+
+
+def _all_equal_numbers(values: Scalar | Sequence[Scalar]) -> bool:
+    return _all_numbers(values) and all(v == values[0] for v in values)  # type: ignore[index]

@@ -1,6 +1,5 @@
 """Adam: momentum on the gradient divided by RMSprop's root mean square, both bias-corrected."""
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,6 +8,7 @@ from torch import Tensor
 
 from catdog.optim import _maths as maths
 from catdog.optim._checks import check_number
+from catdog.optim._compile import Compile
 from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
 from catdog.optim.base import Optimizer
 
@@ -32,7 +32,11 @@ class Adam(Optimizer):
     \frac{m_t}{\sqrt{s_t} + \epsilon\sqrt{1-\beta_2^t}}`, the same number in exact arithmetic,
     one pass over memory fewer than dividing :math:`\sqrt{s_t}` by :math:`\sqrt{1-\beta_2^t}`;
     results differ from torch's by rounding only. State per parameter: ``first_moment``
-    (:math:`m`), ``second_moment`` (:math:`s`) and ``step`` (a Python int).
+    (:math:`m`), ``second_moment`` (:math:`s`) and ``step`` (a float64 0-d tensor).
+
+    `compile`: "auto" (default), True or False — run the step compiled by torch.compile, see
+    `catdog.optim._compile`; the eager step is the reference, and both give the same numbers up
+    to rounding.
     """
 
     parameter_copies = 3  # the two moments, and the step's denominators
@@ -44,13 +48,13 @@ class Adam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        compile: Compile = "auto",
     ) -> None:
-        super().__init__(
-            params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
-        )
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults, compile)
 
     @classmethod
-    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+    def check_settings(cls, hyperparameters: dict[str, Any]) -> None:
         check_number("learning rate", hyperparameters.get("lr"), 0.0)
         betas = hyperparameters.get("betas")
         if not isinstance(betas, tuple | list) or len(betas) != 2:
@@ -71,15 +75,16 @@ class Adam(Optimizer):
                 self.initialized_state(p, "first_moment", "second_moment", counts_steps=True)
                 for p in params
             ]
-            for state in states:
-                state["step"] += 1
+            steps = [state["step"] for state in states]
+            torch._foreach_add_(steps, 1)
             beta1, beta2 = group["betas"]
-            adam(
-                params,
-                grads,
-                [state["first_moment"] for state in states],
-                [state["second_moment"] for state in states],
-                [state["step"] for state in states],
+            self.apply_step(
+                adam,
+                params=params,
+                grads=grads,
+                first_moments=[state["first_moment"] for state in states],
+                second_moments=[state["second_moment"] for state in states],
+                steps=steps,
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -94,9 +99,9 @@ def adam(
     grads: list[Tensor],
     first_moments: list[Tensor],
     second_moments: list[Tensor],
-    steps: list[int],
+    steps: list[maths.Scalar],
     *,
-    lr: float,
+    lr: maths.Scalar,
     beta1: float,
     beta2: float,
     eps: float,
@@ -110,7 +115,7 @@ def adam(
         maths.update_moment_(device_m, device_grads, beta1)
         maths.update_moment_(device_s, device_grads, beta2, order=2)
         # Bias corrections are per parameter: one added to the model later has taken fewer steps.
-        second_correction_roots = [math.sqrt(maths.bias_correction(beta2, t)) for t in device_steps]
+        second_correction_roots = [maths.bias_correction(beta2, t) ** 0.5 for t in device_steps]
         step_sizes = [
             lr * root / maths.bias_correction(beta1, t)
             for root, t in zip(second_correction_roots, device_steps, strict=True)

@@ -19,6 +19,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from catdog.optim import _compile
+from catdog.optim._compile import Compile
+
 
 class Optimizer(torch.optim.Optimizer):
     """A `torch.optim.Optimizer` whose hyperparameters are checked for every param group."""
@@ -29,13 +32,58 @@ class Optimizer(torch.optim.Optimizer):
     """Parameter-sized tensors the optimizer holds at its peak: its state and the step's
     temporaries (a weight-decayed gradient adds one more)."""
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        self.check_hyperparameters(defaults)
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        compile: Compile = False,
+        **arguments: Any,
+    ) -> None:
+        """`defaults` are the group settings; `arguments`, other constructor arguments to check."""
+        self.check_hyperparameters(defaults | arguments | {"compile": compile})
         super().__init__(params, defaults)
+        # Not a group setting: a state_dict saved by one path loads into the other.
+        self.compile = compile
+        self._compiled: bool | None = None  # decided at the first step, on the params then
+
+    def apply_step(
+        self,
+        function: Callable[..., None],
+        *,
+        lr: float,
+        steps: list[Tensor] | None = None,
+        **arguments: Any,
+    ) -> None:
+        """Run the functional step `function` on one group's lists, compiled or eagerly.
+
+        Compiled, the values that change from step to step go in as 0-d tensors (lr, the step
+        counts) so no new value recompiles; eagerly, as Python numbers the kernels take directly.
+        """
+        if self._compiled is None:
+            params = [p for group in self.param_groups for p in group["params"]]
+            self._compiled = _compile.wants_compile(self.compile, params)
+        if steps is not None:
+            arguments["steps"] = steps
+        if self._compiled:
+            lr_tensor = torch.tensor(lr, dtype=torch.float64)
+            if _compile.run_compiled(function, lr=lr_tensor, **arguments):
+                return
+            self._compiled = False  # it could not compile: eager from now on
+        if steps is not None:
+            arguments["steps"] = [step.item() for step in steps]
+        function(lr=lr, **arguments)
 
     @classmethod
     def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
-        """Raise a `ValueError` naming the first bad value of one param group's settings."""
+        """Raise a `ValueError` naming the first bad value among constructor arguments (all of
+        them, or one param group's settings), without building an optimizer."""
+        if "compile" in hyperparameters:
+            _compile.check_compile(hyperparameters["compile"])
+        cls.check_settings(hyperparameters)
+
+    @classmethod
+    def check_settings(cls, hyperparameters: dict[str, Any]) -> None:
+        """Each optimizer's own checks; the keys a param group has are always there."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         # torch calls this for each group passed to __init__ too: every group is checked whole.
@@ -46,14 +94,22 @@ class Optimizer(torch.optim.Optimizer):
         self, param: Tensor, *tensors: str, counts_steps: bool = False
     ) -> dict[str, Any]:
         """`param`'s state, made on first use: a zero tensor like it for each name in `tensors`,
-        and a step count of 0 when `counts_steps`."""
+        and a step count of 0 when `counts_steps` (a float64 0-d tensor on the CPU, exact to
+        2^53 steps, which `load_state_dict` leaves where it is, as torch does for "step")."""
         state = self.state[param]
         if not state:
             for name in tensors:
                 state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
             if counts_steps:
-                state["step"] = 0
+                state["step"] = torch.tensor(0.0, dtype=torch.float64)
         return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # Checkpoints written before the step counts became tensors hold Python ints.
+        for state in self.state.values():
+            if isinstance(state.get("step"), int):
+                state["step"] = torch.tensor(float(state["step"]), dtype=torch.float64)
 
     @classmethod
     def memory_bytes(

@@ -117,7 +117,7 @@ class Genetic(Optimizer):
         self._generator = torch.Generator(device=params_list[0].device)
 
     @classmethod
-    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+    def check_settings(cls, hyperparameters: dict[str, Any]) -> None:
         check_integer("population", hyperparameters.get("population"), 2)
         population = int(hyperparameters["population"])
         check_integer("elite", hyperparameters.get("elite"), 0, population - 1)

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from catdog.optim import _maths as maths
 from catdog.optim._checks import check_choice, check_number
+from catdog.optim._compile import Compile
 from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
 from catdog.optim.base import Optimizer
 
@@ -34,7 +35,11 @@ class Momentum(Optimizer):
     starts its buffer at :math:`g_1` instead of :math:`(1-\beta)g_1`. Bias correction undoes the
     zero start: for a constant gradient, ``ema`` then steps by exactly :math:`\eta g` every time.
     The ``ema`` velocity is `ewa` of the gradients, term for term.
-    State per parameter: ``velocity`` and ``step`` (a Python int).
+    State per parameter: ``velocity`` and ``step`` (a float64 0-d tensor).
+
+    `compile`: "auto" (default), True or False — run the step compiled by torch.compile, see
+    `catdog.optim._compile`; the eager step is the reference, and both give the same numbers up
+    to rounding.
     """
 
     parameter_copies = 1
@@ -47,6 +52,7 @@ class Momentum(Optimizer):
         formulation: str = "ema",
         bias_correction: bool = False,
         weight_decay: float = 0.0,
+        compile: Compile = "auto",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -55,10 +61,10 @@ class Momentum(Optimizer):
             "bias_correction": bias_correction,
             "weight_decay": weight_decay,
         }
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, compile)
 
     @classmethod
-    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+    def check_settings(cls, hyperparameters: dict[str, Any]) -> None:
         check_number("learning rate", hyperparameters.get("lr"), 0.0)
         check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
         check_choice("formulation", hyperparameters.get("formulation"), FORMULATIONS)
@@ -73,13 +79,14 @@ class Momentum(Optimizer):
             if not params:
                 continue
             states = [self.initialized_state(p, "velocity", counts_steps=True) for p in params]
-            for state in states:
-                state["step"] += 1
-            momentum(
-                params,
-                grads,
-                [state["velocity"] for state in states],
-                [state["step"] for state in states],
+            steps = [state["step"] for state in states]
+            torch._foreach_add_(steps, 1)
+            self.apply_step(
+                momentum,
+                params=params,
+                grads=grads,
+                velocities=[state["velocity"] for state in states],
+                steps=steps,
                 lr=group["lr"],
                 beta=group["beta"],
                 formulation=group["formulation"],
@@ -93,9 +100,9 @@ def momentum(
     params: list[Tensor],
     grads: list[Tensor],
     velocities: list[Tensor],
-    steps: list[int] | None,
+    steps: list[maths.Scalar] | None = None,
     *,
-    lr: float,
+    lr: maths.Scalar,
     beta: float,
     formulation: str,
     bias_correction: bool,

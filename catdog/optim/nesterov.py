@@ -8,6 +8,7 @@ from torch import Tensor
 
 from catdog.optim import _maths as maths
 from catdog.optim._checks import check_choice, check_number
+from catdog.optim._compile import Compile
 from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
 from catdog.optim.base import Optimizer
 from catdog.optim.momentum import momentum
@@ -40,6 +41,10 @@ class Nesterov(Optimizer):
 
     and :math:`p_0 = w_0` as :math:`v_0 = 0`: both trace the same path, read at different points.
     State per parameter: ``velocity``.
+
+    `compile`: "auto" (default), True or False — run the step compiled by torch.compile, see
+    `catdog.optim._compile`; the eager step is the reference, and both give the same numbers up
+    to rounding.
     """
 
     parameter_copies = 1
@@ -51,15 +56,18 @@ class Nesterov(Optimizer):
         beta: float = 0.9,
         lookahead: bool = False,
         weight_decay: float = 0.0,
+        compile: Compile = "auto",
     ) -> None:
-        check_choice("lookahead", lookahead, (False, True))
-        super().__init__(params, {"lr": lr, "beta": beta, "weight_decay": weight_decay})
+        defaults = {"lr": lr, "beta": beta, "weight_decay": weight_decay}
+        super().__init__(params, defaults, compile, lookahead=lookahead)
         self.lookahead = lookahead
         # Only the literal look-ahead re-evaluates the loss, at the look-ahead point.
         self.needs_closure = lookahead
 
     @classmethod
-    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+    def check_settings(cls, hyperparameters: dict[str, Any]) -> None:
+        if "lookahead" in hyperparameters:  # a constructor argument, not a group setting
+            check_choice("lookahead", hyperparameters["lookahead"], (False, True))
         check_number("learning rate", hyperparameters.get("lr"), 0.0)
         check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
         check_number("weight_decay value", hyperparameters.get("weight_decay"), 0.0)
@@ -77,10 +85,11 @@ class Nesterov(Optimizer):
         for group in self.param_groups:
             params, grads = params_with_grads(group, "Nesterov")
             if params:
-                nesterov(
-                    params,
-                    grads,
-                    [self.initialized_state(p, "velocity")["velocity"] for p in params],
+                self.apply_step(
+                    nesterov,
+                    params=params,
+                    grads=grads,
+                    velocities=[self.initialized_state(p, "velocity")["velocity"] for p in params],
                     lr=group["lr"],
                     beta=group["beta"],
                     weight_decay=group["weight_decay"],
@@ -107,11 +116,11 @@ class Nesterov(Optimizer):
         for group, (params, grads) in zip(self.param_groups, gradients, strict=True):
             if params:
                 # The decay is in the gradient already, taken at the look-ahead point.
-                momentum(
-                    params,
-                    grads,
-                    [self.initialized_state(p, "velocity")["velocity"] for p in params],
-                    None,
+                self.apply_step(
+                    momentum,
+                    params=params,
+                    grads=grads,
+                    velocities=[self.initialized_state(p, "velocity")["velocity"] for p in params],
                     lr=group["lr"],
                     beta=group["beta"],
                     formulation="classic",
@@ -126,7 +135,7 @@ def nesterov(
     grads: list[Tensor],
     velocities: list[Tensor],
     *,
-    lr: float,
+    lr: maths.Scalar,
     beta: float,
     weight_decay: float,
 ) -> None:

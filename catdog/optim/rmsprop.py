@@ -8,6 +8,7 @@ from torch import Tensor
 
 from catdog.optim import _maths as maths
 from catdog.optim._checks import check_number
+from catdog.optim._compile import Compile
 from catdog.optim._foreach import Closure, evaluate, params_with_grads, split_by_device_and_dtype
 from catdog.optim.base import Optimizer
 
@@ -26,6 +27,10 @@ class RMSprop(Optimizer):
     only the default :math:`\beta` differs (torch's `alpha` defaults to 0.99). No bias correction:
     :math:`s` is small for the first steps, so those steps are larger than later ones.
     State per parameter: ``mean_square``.
+
+    `compile`: "auto" (default), True or False — run the step compiled by torch.compile, see
+    `catdog.optim._compile`; the eager step is the reference, and both give the same numbers up
+    to rounding.
     """
 
     parameter_copies = 2  # the mean square, and the step's denominators
@@ -37,11 +42,13 @@ class RMSprop(Optimizer):
         beta: float = 0.9,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        compile: Compile = "auto",
     ) -> None:
-        super().__init__(params, {"lr": lr, "beta": beta, "eps": eps, "weight_decay": weight_decay})
+        defaults = {"lr": lr, "beta": beta, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults, compile)
 
     @classmethod
-    def check_hyperparameters(cls, hyperparameters: dict[str, Any]) -> None:
+    def check_settings(cls, hyperparameters: dict[str, Any]) -> None:
         check_number("learning rate", hyperparameters.get("lr"), 0.0)
         check_number("beta value", hyperparameters.get("beta"), 0.0, 1.0)
         check_number("eps value", hyperparameters.get("eps"), 0.0)
@@ -54,10 +61,13 @@ class RMSprop(Optimizer):
             params, grads = params_with_grads(group, "RMSprop")
             if not params:
                 continue
-            rmsprop(
-                params,
-                grads,
-                [self.initialized_state(p, "mean_square")["mean_square"] for p in params],
+            self.apply_step(
+                rmsprop,
+                params=params,
+                grads=grads,
+                mean_squares=[
+                    self.initialized_state(p, "mean_square")["mean_square"] for p in params
+                ],
                 lr=group["lr"],
                 beta=group["beta"],
                 eps=group["eps"],
@@ -71,7 +81,7 @@ def rmsprop(
     grads: list[Tensor],
     mean_squares: list[Tensor],
     *,
-    lr: float,
+    lr: maths.Scalar,
     beta: float,
     eps: float,
     weight_decay: float,
