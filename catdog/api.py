@@ -109,16 +109,27 @@ def evaluate(
     tta: bool | None = None,
     device: str | None = None,
     progress: bool = False,
+    report: str | os.PathLike[str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy, loss, count and confusion matrix (with the checkpoint and its epoch) of a run
-    (its best.pt, or a checkpoint file) on a photo folder, by default its validation split."""
+    """Accuracy, loss, count and confusion matrix (with the checkpoint and its epoch), AUC,
+    log-loss and ECE of a run (its best.pt, or a checkpoint file) on a photo folder, by default
+    its validation split; `report` names a folder for the pictures of `catdog.report`."""
     from catdog.evaluate import evaluate as evaluate_run
     from catdog.rounding import rounded
 
     target = Path(expand_path(run))
     folder = Path(expand_path(data)) if data is not None else None
     try:
-        result, details = evaluate_run(target, folder, tta=tta, device=device, progress=progress)
+        result, details = evaluate_run(
+            target,
+            folder,
+            tta=tta,
+            device=device,
+            progress=progress,
+            report=Path(expand_path(report)) if report is not None else None,
+            force=force,
+        )
     except DataError as error:
         if folder is None:
             raise DataError(f"{error} (data.root, read from the config saved in {run})") from None

@@ -130,43 +130,132 @@ def evaluate(
         help="Average each photo with its mirror (default: the run's eval.tta).",
     ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
+    report_dir: Path = typer.Option(
+        None,
+        "--report",
+        metavar="DIR",
+        help="Write pictures of the worst mistakes, ROC, calibration and predictions.csv to DIR.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Let --report replace files in DIR."),
 ) -> None:
-    """Accuracy, loss, count and confusion matrix of a trained run on a photo folder."""
+    """Accuracy, loss, AUC, log-loss, calibration and confusion matrix of a trained run."""
     from catdog.evaluate import evaluate as evaluate_run
 
-    result, details = evaluate_run(target, data, tta=tta, device=device, progress=not as_json)
+    result, details = evaluate_run(
+        target,
+        data,
+        tta=tta,
+        device=device,
+        progress=not as_json,
+        report=report_dir,
+        force=force,
+    )
     if as_json:
         typer.echo(json.dumps({**result.as_dict(), **details}))
         return
     (tn, fp), (fn, tp) = result.confusion
+    auc = "n/a (one class)" if details["auc"] is None else format(details["auc"], ".4f")
     typer.echo(
         f"checkpoint: {details['checkpoint']}\ndata: {details['data']}\n"
         f"count: {result.count}  accuracy: {result.accuracy:.2%}  loss: {result.loss:.4f}\n"
+        f"auc: {auc}  log_loss: {details['log_loss']:.4f}  ece: {details['ece']:.4f}\n"
         f"confusion (rows: true, columns: predicted)\n"
         f"          cat    dog\n  cat {tn:>6} {fp:>6}\n  dog {fn:>6} {tp:>6}"
     )
+    if report_dir is not None:
+        typer.echo(
+            f"report: {report_dir} (top_losses.png, confident_mistakes.png, "
+            "roc.png, calibration.png, predictions.csv)"
+        )
 
 
 @app.command()
 @reports_errors
 def predict(
-    target: Path = typer.Argument(..., help="Run folder or checkpoint file."),
-    images: list[Path] = typer.Argument(..., help="Photos to classify."),
+    target: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint file."),
+    paths: list[Path] = typer.Argument(
+        ..., metavar="PATH", help="Photos, and folders searched recursively."
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", metavar="FILE", help="Write the answers to FILE: .csv or .json."
+    ),
+    format_: str = typer.Option(
+        None,
+        "--format",
+        metavar="table|csv|json",
+        help="Default: --out's extension, else a table.",
+    ),
+    kaggle: Path = typer.Option(
+        None, "--kaggle", metavar="FILE", help="Write Kaggle's id,label submission to FILE."
+    ),
+    clip: float = typer.Option(
+        0.005, "--clip", metavar="EPS", help="--kaggle: P(dog) clipped to [EPS, 1 - EPS]."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace --out or --kaggle if it exists."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Average each photo with its mirror."),
-    device: str = typer.Option(None, "--device"),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
 ) -> None:
-    """One line per photo: its path, cat or dog, and P(dog)."""
-    from catdog.evaluate import predict as predict_images
+    """P(dog), label and confidence of each photo, as a table, CSV or JSON; or a Kaggle file."""
+    from catdog.evaluate import restore
+    from catdog.kaggle import check_epsilon, photo_ids, submission
+    from catdog.outputs import check_new_file, write_text
+    from catdog.predict import collect_photos, output_format, render, unreadable_warning
+    from catdog.predict import predict as predict_photos
 
-    failed = 0
-    for prediction in predict_images(target, images, tta=tta, device=device):
-        if prediction.probability is None:
-            failed += 1
-            typer.echo(f"error: {prediction.error}", err=True)
-        else:
-            typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.probability:.4f}")
-    if failed:
-        raise typer.Exit(2)
+    format_ = output_format(out, format_)
+    if out is not None:
+        check_new_file(out, "--out", force)
+    if kaggle is not None:
+        check_new_file(kaggle, "--kaggle", force)
+        check_epsilon(clip)
+        if out is not None and out.resolve() == kaggle.resolve():
+            raise ConfigError(f"--out and --kaggle both name {out}; give two files")
+    trained = restore(target, device)
+    photos = collect_photos(paths)
+    if kaggle is not None:
+        photo_ids(photos)  # a name without a number is refused before decoding
+    progress = sys.stderr.isatty()
+    predictions = predict_photos(target, photos, tta, device, progress, trained=trained)
+    if warning := unreadable_warning(predictions):
+        typer.echo(warning, err=True)
+    if kaggle is not None:
+        write_text(kaggle, submission(predictions, clip))
+        typer.echo(
+            f"wrote {kaggle}: {len(predictions)} rows of id,label, "
+            f"P(dog) clipped to [{clip:g}, {1 - clip:g}]"
+        )
+    text = render(predictions, format_)
+    if out is not None:
+        write_text(out, text)
+        typer.echo(f"wrote {out}: {len(predictions)} predictions as {format_}")
+    elif kaggle is None:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+@reports_errors
+def export(
+    target: Path = typer.Argument(
+        ..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."
+    ),
+    format_: str = typer.Option(..., "--format", metavar="onnx|torchscript"),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        metavar="FILE",
+        help="Default: beside the checkpoint, best.onnx or best.torchscript.pt.",
+    ),
+    tta: bool = typer.Option(
+        None, "--tta/--no-tta", help="Fold the mirror average in (default: the run's eval.tta)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+) -> None:
+    """The network for use without catdog: uint8 photos (N, C, S, S) in, P(dog) out."""
+    from catdog.export import export as export_run
+
+    exported = export_run(target, format_, out, force, tta)
+    typer.echo(exported.describe())
 
 
 @app.command("make-demo-data")
