@@ -46,13 +46,14 @@ class PhotoSet:
         return len(self.paths)
 
 
-def find_photos(root: str | os.PathLike[str]) -> PhotoSet:
+def find_photos(root: str | os.PathLike[str], both_classes: bool = True) -> PhotoSet:
     """Find the labelled photos under `root`, in either layout (see the module docstring).
 
     Hidden files and folders (leading '.') are ignored. In the class-folder layout the
     images lying directly in `root` are `unlabelled`, other folders are ignored, and linked
     folders inside a class folder are not followed. The order is a natural sort of the
     paths relative to `root` (`cat.2.jpg` before `cat.10.jpg`).
+    A set with photos of one class only is refused unless `both_classes` is False.
     """
     root = Path(root)
     if not root.is_dir():
@@ -88,7 +89,7 @@ def find_photos(root: str | os.PathLike[str]) -> PhotoSet:
     if not found:
         raise DataError(f"{root}: no labelled photos found; {_EXPECTED}")
     missing = [name for label, name in enumerate(CLASS_NAMES) if not (labels == label).any()]
-    if missing:
+    if missing and both_classes:
         raise DataError(
             f"{root}: no {missing[0]} photos found (only one class, {layout} layout); {_EXPECTED}"
         )

@@ -1,4 +1,4 @@
-"""Evaluate a trained run on photos, and predict single photos, as the checkpoint prescribes."""
+"""Evaluate a trained run on photos as its checkpoint prescribes (`catdog.predict` labels them)."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,15 +7,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from catdog import classification
 from catdog.builders import build_model, prepare_data, resolve_device
 from catdog.checkpoint import load_checkpoint
 from catdog.config import Config, validate
-from catdog.data import find_photos
-from catdog.decode import decode_photo
-from catdog.errors import UnreadablePhotoError
+from catdog.data import PhotoSet, find_photos
+from catdog.errors import DataError
 from catdog.images import load_images
 from catdog.losses import LOSSES
-from catdog.metrics import Measurement, measure, predict_pixels
+from catdog.metrics import Measurement, measure
+from catdog.outputs import check_new_folder
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Trained:
     std: np.ndarray
     device: torch.device
     checkpoint: Path
+    epoch: int = 0  # epochs the checkpoint's network was trained for
 
 
 def restore(target: str | Path, device: str | None = None) -> Trained:
@@ -40,7 +42,20 @@ def restore(target: str | Path, device: str | None = None) -> Trained:
     model.to(torch_device).eval()
     mean = np.asarray(norm["mean"], dtype=np.float32)
     std = np.asarray(norm["std"], dtype=np.float32)
-    return Trained(model, config, mean, std, torch_device, Path(checkpoint["path"]))
+    epoch = int(checkpoint.get("progress", {}).get("epoch", 0))
+    return Trained(model, config, mean, std, torch_device, Path(checkpoint["path"]), epoch)
+
+
+@dataclass
+class Evaluation:
+    """A run measured on photos: the numbers, where they came from, and every photo's score."""
+
+    measurement: Measurement  # its `probabilities` are aligned with `paths` and `labels`
+    details: dict[str, Any]  # checkpoint, data, skipped, tta, auc, log_loss, ece
+    paths: list[Path]
+    labels: np.ndarray
+    image_size: int
+    grayscale: bool
 
 
 def evaluate(
@@ -49,32 +64,67 @@ def evaluate(
     tta: bool | None = None,
     device: str | None = None,
     progress: bool = True,
+    report: Path | None = None,
+    force: bool = False,
 ) -> tuple[Measurement, dict[str, Any]]:
-    """Measure a run on a whole folder of photos, or by default on its validation split."""
+    """Measure a run on a whole folder of photos, or by default on its validation split.
+
+    With `report`, also write the pictures and predictions.csv of `catdog.report` there
+    (refused before any work if the folder holds files, unless `force`).
+    """
+    if report is not None:
+        check_new_folder(report, "--report", force)
+    evaluation = evaluate_photos(target, data_root, tta, device, progress)
+    if report is not None:
+        from catdog.report import Scored, write_report
+
+        result = evaluation.measurement
+        scored = Scored(
+            evaluation.paths,
+            evaluation.labels,
+            result.probabilities,
+            evaluation.image_size,
+            evaluation.grayscale,
+        )
+        write_report(scored, report)
+        evaluation.details["report"] = str(report)
+    return evaluation.measurement, evaluation.details
+
+
+def evaluate_photos(
+    target: str | Path,
+    data_root: str | Path | None = None,
+    tta: bool | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """`evaluate`, keeping each photo's path, label and P(dog).
+
+    A folder of one class is fine: accuracy and log-loss are defined there, AUC is None.
+    """
     trained = restore(target, device)
     config = trained.config
     tta = config.eval.tta if tta is None else tta
     if data_root is None:
         data = prepare_data(config, progress=progress)
-        pixels, labels, indices = data.images.pixels, data.images.labels, data.val_indices
-        skipped = len(data.images.skipped)
+        images, indices = data.images, data.val_indices
         source = f"{config.data.root} (validation split)"
     else:
         images = load_images(
-            find_photos(data_root),
+            _labelled_photos(data_root),
             image_size=config.data.image_size,
             grayscale=config.data.grayscale,
             cache_dir=Path(config.data.cache_dir) if config.data.cache_dir else None,
             workers=config.data.workers,
             progress=progress,
         )
-        pixels, labels, indices = images.pixels, images.labels, np.arange(len(images.labels))
-        skipped = len(images.skipped)
+        indices = np.arange(len(images.labels))
         source = str(data_root)
+    indices = np.sort(indices)  # the order `measure` scores them in
     result = measure(
         trained.model,
-        pixels,
-        labels,
+        images.pixels,
+        images.labels,
         indices,
         trained.mean,
         trained.std,
@@ -83,43 +133,27 @@ def evaluate(
         batch_size=config.eval.batch_size,
         tta=tta,
     )
+    labels = images.labels[indices]
     details = {
         "checkpoint": str(trained.checkpoint),
+        "epoch": trained.epoch,
         "data": source,
-        "skipped": skipped,
+        "skipped": len(images.skipped),
         "tta": tta,
+        **classification.summary(labels, result.probabilities),
     }
-    return result, details
+    paths = [images.paths[i] for i in indices]
+    size, gray = config.data.image_size, config.data.grayscale
+    return Evaluation(result, details, paths, labels, size, gray)
 
 
-@dataclass
-class Prediction:
-    path: Path
-    probability: float | None  # None: the file could not be read
-    error: str = ""
-
-    @property
-    def label(self) -> str:
-        return "dog" if (self.probability or 0.0) >= 0.5 else "cat"
-
-
-def predict(
-    target: str | Path, images: list[Path], tta: bool | None = None, device: str | None = None
-) -> list[Prediction]:
-    trained = restore(target, device)
-    config = trained.config
-    tta = config.eval.tta if tta is None else tta
-    predictions = []
-    for path in images:
-        try:
-            pixels = decode_photo(path, config.data.image_size, config.data.grayscale)
-        except (UnreadablePhotoError, OSError) as error:
-            predictions.append(
-                Prediction(path, None, str(error) or f"{path}: cannot read this image")
-            )
-            continue
-        logit = predict_pixels(
-            trained.model, pixels[None], trained.mean, trained.std, trained.device, tta
-        )
-        predictions.append(Prediction(path, float(torch.sigmoid(logit)[0])))
-    return predictions
+def _labelled_photos(root: str | Path) -> PhotoSet:
+    try:
+        return find_photos(root, both_classes=False)
+    except DataError as error:
+        if "no labelled photos" not in str(error):
+            raise
+        raise DataError(
+            f"{error}; to label photos without labels (such as Kaggle's test1/) use "
+            f"catdog predict RUN {root} (--kaggle submission.csv for Kaggle)"
+        ) from None

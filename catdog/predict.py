@@ -40,6 +40,11 @@ class Prediction:
         return "dog" if self.p_dog >= 0.5 else "cat"
 
     @property
+    def probability(self) -> float | None:
+        """P(dog), as `p_dog` (the name the Python API documents)."""
+        return self.p_dog
+
+    @property
     def confidence(self) -> float | None:
         """The probability of the label given: max(P(dog), 1 − P(dog))."""
         return None if self.p_dog is None else max(self.p_dog, 1.0 - self.p_dog)

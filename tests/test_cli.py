@@ -81,12 +81,12 @@ def test_evaluate_human_readable(trained_run: Path) -> None:
 
 def test_predict_one_line_per_photo(trained_run: Path, demo_photos: Path) -> None:
     photos = sorted(demo_photos.glob("*.jpg"))[:3]
-    result = catdog("predict", trained_run, *photos)
+    result = catdog("predict", trained_run, *photos, "--format", "csv")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3
+    header, *lines = result.stdout.strip().splitlines()
+    assert header == "path,p_dog,label,confidence,error" and len(lines) == 3
     for line, photo in zip(lines, photos, strict=True):
-        path, label, probability = line.split("\t")
+        path, probability, label, _, _ = line.split(",")
         assert path == str(photo) and label in ("cat", "dog")
         assert (float(probability) >= 0.5) == (label == "dog")
 

@@ -111,7 +111,7 @@ def test_cli_trains_evaluates_and_predicts_with_an_ensemble(
         else:
             assert 0.5 <= report["accuracy"] <= 1.0  # mirrored photos are no harder
     photo = sorted(demo_photos.glob("*.jpg"))[0]
-    predicted = catdog("predict", tmp_path / "ens", photo)
+    predicted = catdog("predict", tmp_path / "ens", photo, "--format", "csv")
     assert predicted.returncode == 0, predicted.stderr
-    path, label, probability = predicted.stdout.strip().split("\t")
+    path, probability, label, _, _ = predicted.stdout.strip().splitlines()[1].split(",")
     assert path == str(photo) and (float(probability) >= 0.5) == (label == "dog")
