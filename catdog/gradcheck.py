@@ -233,7 +233,8 @@ def small_copy(config: Config, seed: int = 0) -> Problem:
             "data": config.data.model_copy(update={"image_size": IMAGE_SIZE}),
         }
     )
-    shape = (BATCH, 1 if small.data.grayscale else 3, IMAGE_SIZE, IMAGE_SIZE)
+    channels = small.data.in_features // IMAGE_SIZE**2  # the one formula, DataConfig's
+    shape = (BATCH, channels, IMAGE_SIZE, IMAGE_SIZE)
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
     labels = torch.from_numpy(rng.integers(0, 2, size=BATCH)).to(torch.float64)
