@@ -10,11 +10,21 @@
 
 import csv
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from catdog.cache_lock import Held, holding_now
 from catdog.checkpoint import load_checkpoint
-from catdog.config import Config, apply_override, read_config_file, save_config, validate
+from catdog.config import (
+    Config,
+    apply_override,
+    check_folder_name,
+    read_config_file,
+    save_config,
+    validate,
+)
 from catdog.errors import ConfigError
 from catdog.paths import command, typed_paths_comment
 from catdog.rounding import rounded_row
@@ -24,6 +34,7 @@ METRICS = "metrics.csv"
 LAST = "last.pt"
 BEST = "best.pt"
 CURVES = "curves.png"
+LOCK = ".training"  # held (and present) while a process trains the run
 
 METRICS_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "elapsed"]
 
@@ -37,11 +48,12 @@ RESUMABLE_KEYS = ("train.epochs", "train.progress", "device")
 def new_run_dir(config: Config, label: str) -> Path:
     """`output.dir/output.name`, or `output.dir/<label>-<time>`; an existing folder is an error."""
     parent = Path(config.output.dir)
-    parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(parent, "output.dir")
     if config.output.name:
         run_dir = parent / config.output.name
         try:
-            run_dir.mkdir()
+            with _folder_errors(parent, "output.dir"):
+                run_dir.mkdir()
         except FileExistsError:
             raise ConfigError(
                 f"output.name: run folder {run_dir} already exists; choose another name, "
@@ -56,16 +68,62 @@ def fresh_folder(parent: Path, label: str, key: str) -> Path:
 
     `key` names the setting that chose `parent`, for the error message.
     """
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_folder_name(label)
+    except ValueError as error:
+        raise ConfigError(f"name {label!r}: {error}") from None
+    _make_parent(parent, key)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
         folder = parent / (f"{label}-{stamp}" if attempt == 1 else f"{label}-{stamp}-{attempt}")
         try:
-            folder.mkdir()
+            with _folder_errors(parent, key):
+                folder.mkdir()
             return folder
         except FileExistsError:
             continue
     raise ConfigError(f"{key}: could not make a new folder in {parent}")
+
+
+def _make_parent(parent: Path, key: str) -> None:
+    with _folder_errors(parent, key):
+        parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _folder_errors(parent: Path, key: str) -> Iterator[None]:
+    """A parent that is a file, lies below one, or can't be written: one line naming `key`."""
+    try:
+        yield
+    except FileExistsError:
+        if parent.is_dir():
+            raise  # the run folder itself exists: the caller says what to do
+        raise ConfigError(f"{key}: {parent} is a file, not a folder; choose another") from None
+    except OSError as error:
+        raise ConfigError(
+            f"{key}: can't make a folder in {parent} ({error.strerror}); choose a writable one"
+        ) from None
+
+
+@contextmanager
+def held(run_dir: Path, holder: bool = True) -> Iterator[None]:
+    """One process at a time trains `run_dir` (`holder`: this one takes the lock, rank 0's)."""
+    if not holder:
+        yield
+        return
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(holding_now(run_dir / LOCK))
+        except Held as held:
+            who = f"process {held.owner}" if held.owner else "another process"
+            raise ConfigError(
+                f"{run_dir}: {who} is training this run now; wait for it to end, or stop it first"
+            ) from None
+        except OSError as error:
+            raise ConfigError(
+                f"{run_dir}: can't write in this run folder ({error.strerror})"
+            ) from None
+        yield
 
 
 def write_config(config: Config, run_dir: Path) -> None:

@@ -110,8 +110,20 @@ def train(
     """Train per `config` into `run_dir`; continue from `checkpoint` (its `last.pt`) if given.
 
     `observers` watch it besides those the config asks for (a tune's pruning reporter, say).
-    Inside a process group (torchrun) every rank calls this with the same arguments.
+    Inside a process group (torchrun) every rank calls this with the same arguments. One
+    process at a time trains a run folder (rank 0 holds it): a second is refused in one line.
     """
+    with runs.held(run_dir, holder=distributed.is_main()):
+        return _train(config, run_dir, checkpoint, data, observers)
+
+
+def _train(
+    config: Config,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    data: PreparedData | None,
+    observers: Sequence[Observer],
+) -> Summary:
     run = set_up(config, run_dir, checkpoint, data)
     print_header(run)  # device, photos, network, optimizer, run folder (rank 0's)
     run.observers.extend(observers)
@@ -130,7 +142,7 @@ def train(
     distributed.barrier()  # rank 0 has written everything before any rank returns
     rows = runs.run_metrics(run_dir)
     if distributed.is_main():  # under DDP one writer: rank 0
-        runs.draw_curves(run_dir)
+        _draw_curves(run_dir, progress.epoch)
     return Summary(
         run_dir,
         progress.epoch,
@@ -454,6 +466,23 @@ def stop_on_signals() -> Iterator[dict[str, int]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _draw_curves(run_dir: Path, epochs: int) -> None:
+    """curves.png. A signal meanwhile skips it, saying that the run itself is complete."""
+    try:
+        runs.draw_curves(run_dir)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        code = 128 + signal.SIGINT if isinstance(stop, KeyboardInterrupt) else stop.code
+        if not isinstance(code, int) or code <= 128:
+            raise  # not a signal
+        (run_dir / runs.CURVES).unlink(missing_ok=True)  # half drawn, if at all
+        raise Interrupted(
+            f"{signal.Signals(code - 128).name} while drawing {runs.CURVES}: the run is complete "
+            f"({epochs} epochs; metrics.csv, {runs.LAST} and {runs.BEST} are kept in {run_dir}); "
+            f"only {runs.CURVES} is missing",
+            exit_code=code,
+        ) from None
 
 
 @contextmanager
