@@ -78,3 +78,48 @@ def _wait_for_lock(descriptor: int, what: str) -> None:
             )
             said = True
         time.sleep(POLL_S)
+
+
+class Held(Exception):
+    """The lock is another process's; `owner` is its pid, where it wrote one."""
+
+    def __init__(self, owner: int | None) -> None:
+        super().__init__(f"held by process {owner}" if owner else "held by another process")
+        self.owner = owner
+
+
+@contextmanager
+def holding_now(lock_file: Path) -> Iterator[None]:
+    """Hold the lock on `lock_file` or raise `Held` at once; the file is removed on release.
+
+    For a lock that refuses rather than waits (a run folder trained by one process). The
+    file goes away with the lock, so a folder holds it only while someone works in it; a
+    process that locked a file just removed (a stale inode) starts again on the new one.
+    """
+    if fcntl is None:
+        yield
+        return
+    while True:
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            owner = lock_owner(descriptor)
+            os.close(descriptor)
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise Held(owner) from None
+        try:
+            current = os.stat(lock_file)
+        except FileNotFoundError:
+            current = None
+        if current is not None and current.st_ino == os.fstat(descriptor).st_ino:
+            break
+        os.close(descriptor)  # removed by its last owner as we opened it: take the new one
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        Path(lock_file).unlink(missing_ok=True)
+        os.close(descriptor)
