@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean config-docs
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The README's table of config keys, from the schema's docstrings (`catdog config keys`).
+config-docs: $(STAMP)
+	$(BIN)/python -c "import pathlib, catdog.schema_docs as s; p = pathlib.Path('README.md'); \
+	p.write_text(s.readme_with_keys(p.read_text()))"
 
 lint: $(STAMP)
 	$(BIN)/ruff check catdog tests scripts

@@ -71,7 +71,7 @@ def keys_table(markdown: bool = False) -> str:
     if markdown:
         rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
         rows += [
-            f"| `{k.name}` | {k.type} | `{flow(k.default)}` | {k.meaning.replace('|', '/')} |"
+            f"| `{k.name}` | {_cell(k.type)} | `{flow(k.default)}` | {_cell(k.meaning)} |"
             for k in keys
         ]
         return "\n".join(rows)
@@ -81,6 +81,16 @@ def keys_table(markdown: bool = False) -> str:
         f"{k.name:<{width}}  {k.type:<{type_width}}  {flow(k.default):<12}  {k.meaning}".rstrip()
         for k in keys
     )
+
+
+README_START = "<!-- config keys: `make config-docs` writes this table from the schema -->"
+README_END = "<!-- end of config keys -->"
+
+
+def readme_with_keys(readme: str) -> str:
+    """The README's text with the table between its markers rewritten from the schema."""
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return f"{readme[:start]}\n{keys_table(markdown=True)}\n{readme[end:]}"
 
 
 def show(config: Config, source: str = "the defaults") -> str:
@@ -109,6 +119,10 @@ def show(config: Config, source: str = "the defaults") -> str:
             at += 1
         lines[at:at] = untold
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a Markdown table cell's own bar
 
 
 def flow(value: Any) -> str:
@@ -190,6 +204,8 @@ def attribute_docstrings(model: type) -> dict[str, str]:
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(arguments[0])
     if origin is typing.Literal:
         return " | ".join(str(a) for a in arguments)
     if origin in (typing.Union, types.UnionType):
@@ -210,8 +226,14 @@ def _bounds(field: FieldInfo) -> str:
     for constraint in field.metadata:
         for kind, (sign, attribute) in signs.items():
             if isinstance(constraint, kind):
-                parts.append(f"{sign} {getattr(constraint, attribute):g}")
+                parts.append(f"{sign} {_number(getattr(constraint, attribute))}")
     return f" {', '.join(parts)}" if parts else ""
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) and value > 2**20 and value & (value - 1) == 0:
+        return f"2^{value.bit_length() - 1}"  # the seed's bound: 2^63, not 9.22337e+18
+    return f"{value:g}"
 
 
 def _choices(annotation: Any) -> tuple[str, ...]:
