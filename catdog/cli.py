@@ -6,6 +6,7 @@ code 2; a diverged run exits 3; an interrupted run exits 128 + the signal's numb
 
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -16,12 +17,24 @@ from typing import Any, TypeVar
 import typer
 
 from catdog import cli_tune
+from catdog.cli_config import (
+    CONFIG_HELP,
+    complete_config,
+    config_option,
+    set_option,
+)
+from catdog.cli_config import register as register_config_commands
+from catdog.completion import register as register_completion
 from catdog.errors import EXIT_CODES, ConfigError, Interrupted
+from catdog.paths import command, expand_path, expanded, run_label
+from catdog.shipped import resolve_config
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=False,  # our own `catdog completion SHELL`, which completes `--set` keys
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags read as flags, not `--json <bool>`
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Train and compare neural-network optimizers on Dogs vs. Cats.",
 )
 
@@ -32,6 +45,17 @@ def fail(message: str, code: int = 2, quiet: bool = False) -> typer.Exit:
     if not quiet:
         typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as None: JSON has no NaN (an empty split has no loss)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def told_by_rank_0(error: BaseException) -> bool:
@@ -57,17 +81,30 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from catdog import __version__
+
+        typer.echo(f"catdog {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _catdog(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train and compare neural-network optimizers on Dogs vs. Cats."""
+
+
 @app.command()
 @reports_errors
 def train(
-    config: Path = typer.Option(
-        None, "--config", "-c", help="YAML config; keys not given take their defaults."
-    ),
-    set_: list[str] = typer.Option(
-        [], "--set", "-s", help="Override a key: --set optimizer.lr=0.05 (repeatable)."
-    ),
+    config: str = config_option(),
+    set_: list[str] = set_option(),
     resume: Path = typer.Option(
-        None, "--resume", help="Continue the run in this folder from its last.pt."
+        None, "--resume", metavar="RUN", help="Continue the run in this folder from its last.pt."
     ),
     nproc: int = typer.Option(
         None,
@@ -78,31 +115,27 @@ def train(
     ),
 ) -> None:
     """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
-    from catdog import distributed
-    from catdog.config import load_config
-    from catdog.experiment import run
+    from catdog import api, distributed
     from catdog.runs import load_resume
-    from catdog.train import train as train_run
 
-    checkpoint = None
+    resume = expanded(resume)
     if resume is not None:
         if config is not None:
             raise ConfigError("--resume takes the config saved in the run; leave out --config")
         cfg, checkpoint = load_resume(resume, set_)
         resume = Path(checkpoint["path"]).parent  # RUN/last.pt names its run folder too
     else:
-        cfg = load_config(config, set_)
+        cfg, _ = api.load(config, set_)
     if nproc is not None:
         # Refuse here, once, what every worker would refuse; then run this command in each.
+        os.environ.setdefault("CATDOG_COMMAND", command())  # the workers' hints: this command
         distributed.check_distributed(cfg, nproc, distributed.rank_device(cfg.device, nproc - 1))
         options = [("--config", config), *(("--set", s) for s in set_), ("--resume", resume)]
         args = [str(part) for key, value in options if value is not None for part in (key, value)]
         raise typer.Exit(distributed.launch(nproc, ["train", *args]))
     with distributed.process_group(cfg.device):
-        if resume is not None:
-            summary = train_run(cfg, resume, checkpoint=checkpoint)
-        else:
-            summary = run(cfg, label=config.stem if config else "run")
+        # The API's own function, with the config's progress bar and the epoch lines shown.
+        summary = api.train(config, resume=resume, sets=set_, progress=None, quiet=False)
         if not distributed.is_main():
             return
     best = (
@@ -112,16 +145,19 @@ def train(
     )
     typer.echo(
         f"run: {summary.run_dir}  epochs: {summary.epochs}  best val_acc: {best}  "
-        f"time: {summary.seconds:.1f}s\nevaluate with: catdog evaluate {summary.run_dir}"
+        f"time: {summary.seconds:.1f}s\nevaluate with: {command()} evaluate {summary.run_dir}"
     )
 
 
 @app.command()
 @reports_errors
 def evaluate(
-    target: Path = typer.Argument(..., help="Run folder or checkpoint file."),
+    target: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint file."),
     data: Path = typer.Option(
-        None, "--data", help="Photo folder to evaluate on; default: the run's validation split."
+        None,
+        "--data",
+        metavar="DIR",
+        help="Photo folder to evaluate on; default: the run's validation split.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
     tta: bool = typer.Option(
@@ -139,9 +175,9 @@ def evaluate(
     force: bool = typer.Option(False, "--force", help="Let --report replace files in DIR."),
 ) -> None:
     """Accuracy, loss, AUC, log-loss, calibration and confusion matrix of a trained run."""
-    from catdog.evaluate import evaluate as evaluate_run
+    from catdog import api
 
-    result, details = evaluate_run(
+    report = api.evaluate(
         target,
         data,
         tta=tta,
@@ -151,20 +187,22 @@ def evaluate(
         force=force,
     )
     if as_json:
-        typer.echo(json.dumps({**result.as_dict(), **details}))
+        typer.echo(json.dumps(json_safe(report), allow_nan=False))
         return
-    (tn, fp), (fn, tp) = result.confusion
-    auc = "n/a (one class)" if details["auc"] is None else format(details["auc"], ".4f")
+    (tn, fp), (fn, tp) = report["confusion"]
     typer.echo(
-        f"checkpoint: {details['checkpoint']}\ndata: {details['data']}\n"
-        f"count: {result.count}  accuracy: {result.accuracy:.2%}  loss: {result.loss:.4f}\n"
-        f"auc: {auc}  log_loss: {details['log_loss']:.4f}  ece: {details['ece']:.4f}\n"
+        f"checkpoint: {report['checkpoint']} (epoch {report['epoch']})\n"
+        f"data: {report['data']}\n"
+        f"count: {report['count']}  accuracy: {report['accuracy']:.2%}  "
+        f"loss: {report['loss']:.4f}\n"
+        f"auc: {'n/a (one class)' if report['auc'] is None else format(report['auc'], '.4f')}  "
+        f"log_loss: {report['log_loss']:.4f}  ece: {report['ece']:.4f}\n"
         f"confusion (rows: true, columns: predicted)\n"
         f"          cat    dog\n  cat {tn:>6} {fp:>6}\n  dog {fn:>6} {tp:>6}"
     )
     if report_dir is not None:
         typer.echo(
-            f"report: {report_dir} (top_losses.png, confident_mistakes.png, "
+            f"report: {report['report']} (top_losses.png, confident_mistakes.png, "
             "roc.png, calibration.png, predictions.csv)"
         )
 
@@ -202,6 +240,7 @@ def predict(
     from catdog.predict import collect_photos, output_format, render, unreadable_warning
     from catdog.predict import predict as predict_photos
 
+    out, kaggle = expanded(out), expanded(kaggle)
     format_ = output_format(out, format_)
     if out is not None:
         check_new_file(out, "--out", force)
@@ -210,8 +249,8 @@ def predict(
         check_epsilon(clip)
         if out is not None and out.resolve() == kaggle.resolve():
             raise ConfigError(f"--out and --kaggle both name {out}; give two files")
-    trained = restore(target, device)
-    photos = collect_photos(paths)
+    trained = restore(Path(expand_path(target)), device)
+    photos = collect_photos([expand_path(path) for path in paths])
     if kaggle is not None:
         photo_ids(photos)  # a name without a number is refused before decoding
     progress = sys.stderr.isatty()
@@ -238,7 +277,9 @@ def export(
     target: Path = typer.Argument(
         ..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."
     ),
-    format_: str = typer.Option(..., "--format", metavar="onnx|torchscript"),
+    format_: str = typer.Option(
+        ..., "--format", metavar="onnx|torchscript", help="onnx or torchscript."
+    ),
     out: Path = typer.Option(
         None,
         "--out",
@@ -254,20 +295,23 @@ def export(
     """The network for use without catdog: uint8 photos (N, C, S, S) in, P(dog) out."""
     from catdog.export import export as export_run
 
-    exported = export_run(target, format_, out, force, tta)
+    exported = export_run(Path(expand_path(target)), format_, expanded(out), force, tta)
     typer.echo(exported.describe())
 
 
 @app.command("make-demo-data")
 @reports_errors
 def make_demo_data(
-    out_dir: Path = typer.Argument(..., help="Folder to write the demo photos into."),
+    out_dir: Path = typer.Argument(
+        ..., metavar="DIR", help="Folder to write the demo photos into."
+    ),
     per_class: int = typer.Option(1000, "--per-class", min=1, help="Photos of each class."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the drawing: same seed, same photos."),
 ) -> None:
     """Draw the built-in demo photos (cat-like and dog-like animals) in Kaggle's flat layout."""
     from catdog.synthetic import make_demo_data as make
 
+    out_dir = Path(expand_path(out_dir))
     paths = make(out_dir, per_class=per_class, seed=seed)
     typer.echo(f"wrote {len(paths)} demo photos to {out_dir}")
 
@@ -275,40 +319,55 @@ def make_demo_data(
 @app.command()
 @reports_errors
 def demo(
-    config: Path = typer.Option(Path("configs/demo.yaml"), "--config", "-c"),
+    config: str = typer.Option(
+        "demo", "--config", "-c", metavar="FILE", help=CONFIG_HELP, autocompletion=complete_config
+    ),
     data: Path = typer.Option(
-        Path("data/demo"), "--data", help="Where the demo photos are (made if missing)."
+        Path("data/demo"),
+        "--data",
+        metavar="DIR",
+        help="Where the demo photos are (drawn if missing).",
+    ),
+    set_: list[str] = set_option("Override a key of the demo's config: --set train.epochs=3."),
+    per_class: int = typer.Option(
+        1000, "--per-class", min=1, help="Photos of each class to draw, if drawn."
     ),
 ) -> None:
-    """Make the demo photos if missing, train on them, evaluate: the product in one command."""
-    from catdog.config import load_config
-    from catdog.evaluate import evaluate as evaluate_run
-    from catdog.experiment import run
+    """Make the demo photos if missing, train on them, evaluate: the product in one command.
+
+    Works from any folder: the demo's config ships with catdog; photos and runs go here.
+    """
+    from catdog import api
     from catdog.synthetic import make_demo_data as make
 
+    data = Path(expand_path(data))
+    # Everything that can fail is checked before the photos take seconds to draw.
+    cfg, label = api.load(config, [*set_, f"data.root={data}"])
+    api.check_can_run(cfg)
     if not any(data.glob("*.jpg")):
         typer.echo(f"making demo photos in {data} ...")
-        make(data)
-    cfg = load_config(config, [f"data.root={data}"])
-    summary = run(cfg, label=config.stem)
-    result, _ = evaluate_run(summary.run_dir, progress=False)
+        make(data, per_class=per_class)
+    summary = api.train(cfg, label=label, progress=None, quiet=False)
+    report = api.evaluate(summary.run_dir)
+    me = command()
     typer.echo(
         f"\ndemo run: {summary.run_dir}\n"
-        f"validation accuracy {result.accuracy:.2%} on {result.count} photos "
+        f"validation accuracy {report['accuracy']:.2%} on {report['count']} photos "
         f"(best epoch {summary.best_epoch}), training time {summary.seconds:.1f}s\n"
-        f"next: catdog evaluate {summary.run_dir}   |   catdog predict {summary.run_dir} PHOTO.jpg"
+        f"next: {me} evaluate {summary.run_dir}   |   {me} predict {summary.run_dir} PHOTO.jpg"
     )
 
 
 @app.command()
 @reports_errors
 def compare(
-    configs: list[Path] = typer.Argument(
-        None, help="YAML configs; each becomes a run (crossed with --grid)."
+    configs: list[str] = typer.Argument(
+        None,
+        metavar="CONFIG...",
+        help="YAML configs or shipped names; each becomes a run (crossed with --grid).",
+        autocompletion=complete_config,
     ),
-    set_: list[str] = typer.Option(
-        [], "--set", "-s", help="Override a key in every run: --set train.epochs=5."
-    ),
+    set_: list[str] = set_option("Override a key in every run: --set train.epochs=5."),
     grid: list[str] = typer.Option(
         [], "--grid", "-g", help="One run per value: --grid optimizer.name=sgd,momentum."
     ),
@@ -318,12 +377,16 @@ def compare(
     target_loss: float = typer.Option(
         None, "--target-loss", help="Validation loss to race to (default: the worst run's best)."
     ),
-    out_dir: Path = typer.Option(Path("comparisons"), "--out-dir", help="Parent folder."),
+    out_dir: Path = typer.Option(
+        Path("comparisons"), "--out-dir", metavar="DIR", help="Parent folder."
+    ),
     seeds: str = typer.Option(None, "--seeds", help=cli_tune.SEEDS_HELP),
     jobs: int = typer.Option(1, "--jobs", help="Train the runs in N processes on this machine."),
     log_y: bool = typer.Option(False, "--log-y", help="Loss axes on a log scale."),
     tune: list[str] = typer.Option([], "--tune", help=cli_tune.COMPARE_TUNE_HELP),
-    trials: int = typer.Option(16, "--trials", help="With --tune: trials per run, the same budget."),
+    trials: int = typer.Option(
+        16, "--trials", help="With --tune: trials per run, the same budget."
+    ),
     objective: str = typer.Option(
         "val_loss", "--objective", help="With --tune: val_loss|val_accuracy."
     ),
@@ -342,20 +405,25 @@ def compare(
     from catdog.scoreboard import markdown
     from catdog.sweep import parse_seeds
 
+    runs = []  # on --resume the plan is the comparison's own
     if resume is not None:
         if configs:
             raise ConfigError("--resume takes the comparison's saved plan; leave out the configs")
-        comparison = resume_comparison(resume)
+        comparison = resume_comparison(Path(expand_path(resume)))
     else:
         if not configs:
             raise ConfigError("compare: give at least one config file (or --resume DIR)")
-        runs = plan(configs, set_, grid)
+        paths = [resolve_config(config) for config in configs]
+        runs = plan(paths, set_, grid)
+        out_dir = Path(expand_path(out_dir))
         comparison = compare_runs(
-            runs, out_dir, name or configs[0].stem, target_loss, parse_seeds(seeds), jobs,
+            runs, out_dir, name or run_label(configs[0]), target_loss, parse_seeds(seeds), jobs,
             log_y, cli_tune.tune_settings(tune, trials, objective),
         )  # fmt: skip
     typer.echo(f"\n{markdown(comparison.scoreboard)}")
     typer.echo(f"comparison: {comparison.folder} (comparison.png, summary.md, summary.csv)")
+    if any(planned.config.output.tensorboard for planned in runs):
+        typer.echo(f"side by side in TensorBoard: tensorboard --logdir {comparison.folder}")
 
 
 @app.command()
@@ -404,9 +472,9 @@ def landscape(
         None, "--out", help="Folder for landscape.png and .txt (default: TARGET/landscape)."
     ),
     photos: int = typer.Option(
-        512, "--photos", min=1, help="Training photos the loss and the curvature are measured on."
+        256, "--photos", min=1, help="Training photos the loss and the curvature are measured on."
     ),
-    grid: int = typer.Option(21, "--grid", min=3, help="Loss grid points along each axis."),
+    grid: int = typer.Option(15, "--grid", min=3, help="Loss grid points along each axis."),
     lanczos: int = typer.Option(
         20, "--lanczos", min=1, help="Hessian-vector products per Lanczos run (2 runs a point)."
     ),
@@ -431,6 +499,7 @@ register_config_commands(app, reports_errors)
 
 
 def main() -> None:
+    register_completion()
     # Before the training loop takes SIGTERM over, it ends the process as Ctrl-C does: through
     # the cleanups (no empty run folder left, no decode workers, the locks released).
     signal.signal(signal.SIGTERM, _exit_on_signal)
