@@ -53,10 +53,10 @@ def test_evaluate_json_is_one_object(trained_run: Path) -> None:
     # best.pt, measured again, is the best epoch's validation measurement.
     rows = read_metrics(trained_run / "metrics.csv")
     best = max(rows, key=lambda row: row["val_accuracy"])
-    assert report["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert report["accuracy"] == pytest.approx(best["val_accuracy"], abs=5e-5)  # metrics.csv: 1e-4
     assert report["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
     (cats_right, _), (_, dogs_right) = report["confusion"]
-    assert report["accuracy"] == pytest.approx((cats_right + dogs_right) / 24, abs=1e-6)
+    assert report["accuracy"] == pytest.approx((cats_right + dogs_right) / 24, abs=5e-5)
 
 
 def test_evaluate_on_another_folder_uses_all_of_it(

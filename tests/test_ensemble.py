@@ -107,7 +107,9 @@ def test_cli_trains_evaluates_and_predicts_with_an_ensemble(
             best = max(
                 read_metrics(tmp_path / "ens" / "metrics.csv"), key=lambda r: r["val_accuracy"]
             )
-            assert report["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+            assert report["accuracy"] == pytest.approx(
+                best["val_accuracy"], abs=5e-5
+            )  # metrics.csv: 1e-4
         else:
             assert 0.5 <= report["accuracy"] <= 1.0  # mirrored photos are no harder
     photo = sorted(demo_photos.glob("*.jpg"))[0]

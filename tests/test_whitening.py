@@ -118,7 +118,7 @@ def test_zca_run_evaluates_as_it_validated_and_resumes(demo_photos: Path, tmp_pa
     matrix = checkpoint["model"]["whitening.matrix"]
     assert not torch.equal(matrix, torch.eye(len(matrix)))  # the training split's, not identity
     measured, _ = evaluate(summary.run_dir, progress=False)
-    assert measured.accuracy == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert measured.accuracy == pytest.approx(best["val_accuracy"], abs=5e-5)  # metrics.csv: 1e-4
     assert_resume_matches_whole(
         config.model_copy(
             update={"output": config.output.model_copy(update={"dir": str(tmp_path / "resume")})}
