@@ -100,24 +100,23 @@ def lanczos(hvp: HVP, start: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     without it rounding makes Q lose orthogonality and the top eigenvalue reappear as ghost
     copies. Stops early when the Krylov space is exhausted (β ≈ 0), as it is after P steps.
     """
-    q = start / start.norm()
-    basis = [q]
+    limit = min(steps, len(start))
+    basis = torch.empty(limit, len(start), dtype=start.dtype, device=start.device)
+    basis[0] = start / start.norm()
     alphas: list[float] = []
     betas: list[float] = []
-    limit = min(steps, len(start))
-    for _ in range(limit):
-        w = hvp(q)
-        alpha = float(q @ w)
+    for j in range(limit):
+        w = hvp(basis[j])
+        alpha = float(basis[j] @ w)
         alphas.append(alpha)
-        stacked = torch.stack(basis)
+        done = basis[: j + 1]
         for _ in range(2):
-            w = w - stacked.T @ (stacked @ w)
+            w = w - done.T @ (done @ w)
         beta = float(w.norm())
-        if len(alphas) == limit or beta <= 1e-10 * max(abs(alpha), 1e-30):
+        if j + 1 == limit or beta <= 1e-10 * max(abs(alpha), 1e-30):
             break
         betas.append(beta)
-        q = w / beta
-        basis.append(q)
+        basis[j + 1] = w / beta
     return torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64)
 
 

@@ -161,7 +161,9 @@ def _draw_steps(axes: Axes, landscape: Landscape, index: int, colour: str) -> No
     axes.plot(steps, [p.curvature.stable_lr for p in points], "o-", color=colour)
     lrs = [p.lr for p in points]
     if all(lr is not None for lr in lrs):
-        axes.plot(steps, lrs, "--", color=colour, drawstyle="steps-post")
+        # Thinner for each later run, so runs of one lr stay visible one inside the other.
+        width = max(3.0 - 0.7 * index, 0.8)
+        axes.plot(steps, lrs, "--", color=colour, drawstyle="steps-post", linewidth=width)
 
 
 def write_landscape(
