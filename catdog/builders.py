@@ -63,12 +63,8 @@ def decode(config: Config, root: str | Path | None = None, progress: bool = True
     data = config.data
     root = data.root if root is None else root
     photos = find_photos(root)
-    if photos.unlabelled:
-        names = ", ".join(p.name for p in photos.unlabelled[:3])
-        note(
-            f"warning: {len(photos.unlabelled)} files in {root} have no cat/dog label "
-            f"in their name and were ignored (e.g. {names})"
-        )
+    for line in photos.warnings:  # files ignored and why; photos that look mislabelled
+        note(f"warning: {line}")
     images = load_images(
         photos,
         image_size=data.image_size,

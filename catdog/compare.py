@@ -15,6 +15,7 @@ run. `--seeds`, `--jobs`, `--tune`, Ctrl-C and `--resume` are `catdog.sweep`'s.
 
 import itertools
 import json
+import math
 import re
 import signal
 from collections.abc import Sequence
@@ -157,6 +158,8 @@ def compare(
 
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: give at least 1 process")
+    if target_loss is not None and not (math.isfinite(target_loss) and target_loss > 0):
+        raise ConfigError(f"--target-loss {target_loss}: give a positive, finite loss")
     if tune is not None:
         from catdog.search_space import parse_space
 

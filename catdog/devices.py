@@ -1,5 +1,7 @@
 """The one device resolver: what `device: auto | cpu | cuda | cuda:N` means on this machine."""
 
+import re
+
 import torch
 
 from catdog.errors import ConfigError
@@ -11,6 +13,8 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     Under torchrun each process owns one GPU, `cuda:LOCAL_RANK`, so `cuda:N` (one GPU for all)
     is refused. Anything that doesn't exist here is one line naming the key.
     """
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"device: {name!r}: must be auto, cpu, cuda or cuda:N")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if local_rank is not None and name not in ("auto", "cuda"):

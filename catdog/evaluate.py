@@ -8,11 +8,17 @@ import numpy as np
 import torch
 
 from catdog import classification
-from catdog.builders import build_model, prepare_data, resolve_device
-from catdog.checkpoint import load_checkpoint
+from catdog.builders import (
+    build_model,
+    free_memory,
+    parameter_count,
+    prepare_data,
+    resolve_device,
+)
+from catdog.checkpoint import load_checkpoint, load_weights
 from catdog.config import Config, validate
 from catdog.data import PhotoSet, find_photos
-from catdog.errors import DataError
+from catdog.errors import CheckpointError, DataError
 from catdog.images import load_images
 from catdog.losses import LOSSES
 from catdog.metrics import Measurement, measure
@@ -33,17 +39,35 @@ class Trained:
 
 
 def restore(target: str | Path, device: str | None = None) -> Trained:
+    """The checkpoint's network, checked against its own config and this machine's memory.
+
+    The photo cache is this machine's (`$CATDOG_CACHE_DIR` or the default), never the folder
+    a checkpoint's config names: a file from elsewhere doesn't decide where files are written.
+    """
     checkpoint = load_checkpoint(target)
     config = validate(checkpoint["config"], source=checkpoint["path"])
+    config = config.model_copy(update={"data": config.data.model_copy(update={"cache_dir": None})})
     norm = checkpoint["normalization"]
     torch_device = resolve_device(device or "auto")
+    _check_fits(config, torch_device, checkpoint["path"])
     model = build_model(config)
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, checkpoint)
     model.to(torch_device).eval()
     mean = np.asarray(norm["mean"], dtype=np.float32)
     std = np.asarray(norm["std"], dtype=np.float32)
     epoch = int(checkpoint.get("progress", {}).get("epoch", 0))
     return Trained(model, config, mean, std, torch_device, Path(checkpoint["path"]), epoch)
+
+
+def _check_fits(config: Config, device: torch.device, path: str) -> None:
+    """A tiny file whose config asks for a giant network is refused before allocating it."""
+    needed, free = 4 * parameter_count(config), free_memory(device)
+    if needed > free:
+        raise CheckpointError(
+            f"{path}: its config asks for a {needed // 4:,}-weight network "
+            f"({needed / 2**30:.1f} GiB), more than the {free / 2**30:.1f} GiB free on {device}; "
+            "the file was changed or damaged"
+        )
 
 
 @dataclass
@@ -114,7 +138,6 @@ def evaluate_photos(
             _labelled_photos(data_root),
             image_size=config.data.image_size,
             grayscale=config.data.grayscale,
-            cache_dir=Path(config.data.cache_dir) if config.data.cache_dir else None,
             workers=config.data.workers,
             progress=progress,
         )
