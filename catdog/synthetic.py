@@ -107,6 +107,8 @@ def make_demo_data(
 
 
 def _check_empty_of_photos(out_dir: Path) -> None:
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file, not a folder; give a new or empty folder")
     if not out_dir.is_dir():
         return
     try:
