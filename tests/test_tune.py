@@ -232,3 +232,16 @@ def test_two_processes_share_one_journal_and_finish_the_trials_without_duplicate
     ran = {t.user_attrs["run_dir"] for t in done}
     assert len(ran) == 8 and all(Path(r).parent.parent.parent.name in ("p0", "p1") for r in ran)
     assert {Path(r).parent.parent.parent.name for r in ran} == {"p0", "p1"}  # both worked
+
+
+def test_holdout_photos_are_kept_out_of_the_trials_and_measure_the_best(
+    tmp_path: Path, demo_photos: Path
+) -> None:
+    config = tiny(tmp_path, demo_photos, epochs=1)
+    out = tmp_path / "h"
+    result = catdog(
+        "tune", config, *SPACE, "--trials", "2", "--holdout", "0.5", "--out-dir", out, env=ENV
+    )
+    assert result.returncode == 0, result.stderr
+    # 24 validation photos (12 per class): 6 per class held out, the trials see the other 12.
+    assert "best trial on the 12 holdout photos: accuracy" in result.stdout
