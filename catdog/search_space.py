@@ -137,4 +137,3 @@ def describe(dimension: Dimension) -> str:
     scale = "log " if dimension.log else ""
     kind = "integer" if dimension.integer else "number"
     return f"{scale}{kind} in [{dimension.low:g}, {dimension.high:g}]"
-
