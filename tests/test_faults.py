@@ -683,3 +683,167 @@ def test_make_demo_data_with_a_negative_seed_is_one_line(tmp_path: Path) -> None
     line = one_error_line(run_catdog("make-demo-data", tmp_path / "d", "--seed", "-1"))
     assert "seed must be a non-negative integer, got -1" in line
     assert not (tmp_path / "d").exists()
+
+
+# --- configs and command-line values -----------------------------------------------------
+
+LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+BAD_CONFIGS: dict[str, tuple[bytes, str]] = {
+    "billion laughs": (LAUGHS.encode(), r"aliases \(\*a\) are not allowed"),
+    "binary": (bytes(range(256)) * 4, r"not UTF-8 text \(byte 0x80 at offset 128\)"),
+    "Latin-1": ("output:\n  name: caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
+    "nested 5,000 deep": (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    "duplicate key": (b"optimizer:\n  lr: 0.1\n  lr: 0.2\n", r"line 3, .*duplicate key 'lr'"),
+    "2 MiB": (b"# " + b"x" * (2 << 20), r"too large for a config \(more than 1 MiB\)"),
+    "NUL in output.name": (b'output:\n  name: "a\\0b"\n', "must not contain a NUL"),
+    "seed -1": (b"seed: -1\n", "seed: Input should be greater than or equal to 0"),
+    "seed 2**64": (f"seed: {2**64}\n".encode(), "seed: Input should be less than"),
+    "mixup .inf": (b"data:\n  augment:\n    mixup: .inf\n", "mixup: Input should be a finite"),
+    "threads 100000": (b"train:\n  threads: 100000\n", "threads: Input should be less than"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS, ids=list(BAD_CONFIGS))
+def test_a_hostile_config_file_is_one_short_line(tmp_path: Path, case: str) -> None:
+    from catdog.config import load_config
+    from catdog.errors import ConfigError
+
+    content, message = BAD_CONFIGS[case]
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(path)
+    assert time.monotonic() - started < 10  # the laughs are refused, not expanded
+    assert "\n" not in str(error.value) and len(str(error.value)) < 500
+
+
+def test_dev_zero_is_refused_without_reading_it_all() -> None:
+    from catdog.config import load_config
+    from catdog.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="/dev/zero: too large for a config"):
+        load_config("/dev/zero")
+
+
+def test_a_long_value_is_cut_short_in_the_message() -> None:
+    from catdog.config import load_config
+    from catdog.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.hidden: every width") as error:
+        load_config(None, [f"model.hidden=[{','.join(['0'] * 100_000)}]"])
+    assert len(str(error.value)) < 500
+
+
+@pytest.mark.parametrize("name", ["a/b", "../../x", "/abs/olute", "x" * 300, "..", ""])
+def test_output_name_must_be_one_folder_name(name: str) -> None:
+    from catdog.config import load_config
+    from catdog.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"output.name: (must|is \d+ bytes)"):
+        load_config(None, [f"output.name={name!r}" if name else "output.name=''"])
+
+
+def test_comparison_names_and_targets_are_checked(tmp_path: Path) -> None:
+    from catdog.compare import compare
+    from catdog.errors import ConfigError
+    from catdog.runs import fresh_folder
+
+    with pytest.raises(ConfigError, match=r"name '\.\./\.\./x': must be one folder name"):
+        fresh_folder(tmp_path, "../../x", "--out-dir")
+    with pytest.raises(ConfigError, match="--target-loss nan: give a positive, finite loss"):
+        compare([], tmp_path, "c", target_loss=float("nan"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file", "read-only"])
+def test_an_output_dir_that_cannot_hold_runs_is_one_line(tmp_path: Path, where: str) -> None:
+    from catdog.config import load_config
+    from catdog.errors import ConfigError
+    from catdog.runs import new_run_dir
+
+    (tmp_path / "file").write_text("x")
+    if where == "read-only":
+        with small_disk(tmp_path / "ro", "1m", ",ro") as read_only:
+            config = load_config(None, [f"output.dir={read_only}", "output.name=r"])
+            with pytest.raises(ConfigError, match=r"output.dir: can't make a folder in .*only"):
+                new_run_dir(config, "run")
+        return
+    parent = tmp_path / "file" if where == "a file" else tmp_path / "file" / "runs"
+    config = load_config(None, [f"output.dir={parent}"])
+    with pytest.raises(ConfigError, match=r"output.dir: .*(is a file|Not a directory)"):
+        new_run_dir(config, "run")
+
+
+def test_a_bogus_device_is_one_line() -> None:
+    from catdog.devices import resolve_device
+    from catdog.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="device: 'bogus': must be auto, cpu, cuda or cuda:N"):
+        resolve_device("bogus")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("trained")
+    photos = flat_folder(folder / "photos", count=20)
+    args = ["train", "--set", f"data.root={photos}", *TRAIN, "--set", "data.workers=0"]
+    args += ["--set", f"output.dir={folder / 'runs'}", "--set", "output.name=run"]
+    result = run_catdog(*args, env={"CATDOG_CACHE_DIR": str(folder / "cache")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder / "runs" / "run"
+
+
+def forged(run: Path, folder: Path, change: Callable[[dict], object]) -> Path:
+    payload = torch.load(run / "best.pt", weights_only=True)
+    change(payload)
+    path = folder / "forged.pt"
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["config"]["model"].update(hidden=[10**8]), "asks for a .*-weight network"),
+        (lambda p: p["config"]["model"].update(ensemble=10**8), "asks for a .*-weight network"),
+        (lambda p: p["config"]["model"].update(hidden=[9]), "weights don't match its own config"),
+    ],
+    ids=["hidden=[10**8]", "ensemble=10**8", "weights not its config"],
+)
+def test_a_forged_checkpoint_config_is_one_line_before_any_allocation(
+    trained_run: Path, tmp_path: Path, change: Callable[[dict], object], message: str
+) -> None:
+    from catdog.evaluate import restore
+
+    with pytest.raises(CheckpointError, match=message) as error:
+        restore(forged(trained_run, tmp_path, change), "cpu")
+    assert "\n" not in str(error.value)
+
+
+def test_evaluate_makes_its_cache_where_this_machine_says(
+    trained_run: Path, tmp_path: Path, private_cache: Path
+) -> None:
+    from catdog.evaluate import evaluate
+
+    elsewhere = tmp_path / "named-by-the-checkpoint"
+    path = forged(
+        trained_run, tmp_path, lambda p: p["config"]["data"].update(cache_dir=str(elsewhere))
+    )
+    result, _ = evaluate(path, device="cpu", progress=False)
+    assert result.count > 0
+    assert not elsewhere.exists()
+
+
+def test_evaluate_json_never_prints_nan(tmp_path: Path) -> None:
+    photos = flat_folder(tmp_path / "photos", count=8)
+    args = ["train", "--set", f"data.root={photos}", *TRAIN, "--set", "data.val_fraction=0"]
+    args += ["--set", f"output.dir={tmp_path / 'runs'}", "--set", "output.name=r"]
+    assert run_catdog(*args).returncode == 0
+    result = run_catdog("evaluate", tmp_path / "runs" / "r", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)  # strict JSON: NaN would not parse with this hook
+    json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in {result.stdout}"))
+    assert report["count"] == 0 and report["loss"] is None
