@@ -38,6 +38,18 @@ def own_limit(config: Config, largest: float) -> tuple[str, float] | None:
     return None
 
 
+def ravine_style(config: Config, index: int) -> tuple[str, str]:
+    """(colour, line style) of `ravine.png`'s racer of the same optimizer: SGD C0, momentum
+    EMA C1, momentum classic C2 dashed, Nesterov C3; any other run C4, C5, … by its place."""
+    hyperparameters = config.optimizer.hyperparameters
+    name = config.optimizer.name
+    if name == "momentum":
+        classic = hyperparameters.get("formulation", "ema") == "classic"
+        return ("C2", "--") if classic else ("C1", "-")
+    known = {"sgd": "C0", "nesterov": "C3"}
+    return known.get(name, f"C{(4 + index) % 10}"), "-"
+
+
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else math.nan
 
@@ -105,7 +117,7 @@ def draw_landscape(landscape: Landscape, path: Path) -> Path:
     contours = plane_axes.contour(grid.a, grid.b, grid.losses, levels=levels, colors="lightgrey")
     plane_axes.clabel(contours, fontsize=6, fmt="%.3g")
     for index, (run, points) in enumerate(zip(landscape.runs, plane.paths, strict=True)):
-        colour, dashed = f"C{index}", "--" if "classic" in run.label else "-"
+        colour, dashed = ravine_style(run.config, index)
         cosine = _mean(successive_cosines(points))
         plane_axes.plot(
             points[:, 0],
