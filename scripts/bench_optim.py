@@ -1,20 +1,25 @@
-"""Time our optimizers' `step` against torch's foreach and fused implementations.
+"""Time our optimizers' `step`, eager and compiled, against torch's foreach and fused ones.
 
-For each network and optimizer it prints the median step time of ours, of torch's counterpart
-with `foreach=True` and with `fused=True` (SGD and Adam have one; RMSprop has none), the
-ratios ours/theirs, and the step's share of a whole training iteration (zero_grad, forward,
-backward and step on a batch of 64).
+For each optimizer, at each thread count, it prints the median step time of ours eagerly
+(`compile=False`), ours compiled (`compile=True`: torch.compile/Inductor), torch's counterpart
+with `foreach=True` and with `fused=True` (RMSprop has none), the ratios ours/torch's best
+(fused, else foreach), the compile cost (the compiled optimizer's first step, in seconds), and
+the step's share of a whole training iteration (zero_grad, forward, backward and step on a batch
+of 64) with `compile="auto"`, the default. Goals: compiled ≤ 1.0× fused; RMSprop ≤ 0.5× foreach.
 
 Ours and torch's run interleaved, in a rotating order, repeat after repeat, on identical copies
 of the parameters and gradients; a ratio is the median over repeats of ours/theirs within the
-repeat, so load drifts hit both sides alike. On CPU with one thread (the default) the clock is
-the thread's CPU time, which a busy shared machine inflates far less than wall time; on CUDA,
-or with more threads, it is wall time around synchronised steps. The "noise" line races torch's
-foreach Adam against a second instance of itself: a ratio that far from 1.00 is noise.
+repeat, so load drifts hit both sides alike. On CPU with one thread the clock is the thread's
+CPU time, which a busy shared machine inflates far less than wall time; on CUDA, or with more
+threads, it is wall time around synchronised steps. The "noise" line races torch's foreach Adam
+against a second instance of itself: a ratio that far from 1.00 is noise.
 
-    PYTHONPATH=. python scripts/bench_optim.py                  # CPU, 12288 and 3072 inputs
+The compile cost depends on Inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR, printed): the
+first run on a machine compiles (tens of seconds), later ones load what it built.
+
+    PYTHONPATH=. python scripts/bench_optim.py                 # the default recipe's network
+    PYTHONPATH=. python scripts/bench_optim.py --threads 1 2   # at 1, then 2 threads
     PYTHONPATH=. python scripts/bench_optim.py --device cuda
-    PYTHONPATH=. python scripts/bench_optim.py --in-features 3072 --hidden 512 128 --compile
 """
 
 import argparse
@@ -38,51 +43,66 @@ LR = 1e-3
 BETA = 0.9
 
 
+Build = Callable[[list[torch.nn.Parameter], float, Any], torch.optim.Optimizer]
+
+
 @dataclass
 class Case:
     """One of our optimizers and the torch optimizer that computes the same (or nearest) step."""
 
     label: str
-    ours: Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
+    ours: Build
     theirs: type[torch.optim.Optimizer]
     theirs_kwargs: dict[str, Any] = field(default_factory=dict)
     has_fused: bool = True
 
 
 CASES = [
-    Case("sgd", lambda p, wd: SGD(p, LR, wd), torch.optim.SGD),
+    Case("sgd", lambda p, wd, c: SGD(p, LR, wd, compile=c), torch.optim.SGD),
     Case(
         "momentum ema",
-        lambda p, wd: Momentum(p, LR, BETA, "ema", weight_decay=wd),
+        lambda p, wd, c: Momentum(p, LR, BETA, "ema", weight_decay=wd, compile=c),
         torch.optim.SGD,
         {"momentum": BETA, "dampening": BETA},
     ),
     Case(
         "momentum ema+bc",
-        lambda p, wd: Momentum(p, LR, BETA, "ema", bias_correction=True, weight_decay=wd),
+        lambda p, wd, c: Momentum(p, LR, BETA, "ema", True, weight_decay=wd, compile=c),
         torch.optim.SGD,
         {"momentum": BETA, "dampening": BETA},
     ),
     Case(
         "momentum classic",
-        lambda p, wd: Momentum(p, LR, BETA, "classic", weight_decay=wd),
+        lambda p, wd, c: Momentum(p, LR, BETA, "classic", weight_decay=wd, compile=c),
+        torch.optim.SGD,
+        {"momentum": BETA},
+    ),
+    Case(
+        "momentum cl.+bc",
+        lambda p, wd, c: Momentum(p, LR, BETA, "classic", True, weight_decay=wd, compile=c),
         torch.optim.SGD,
         {"momentum": BETA},
     ),
     Case(
         "nesterov",
-        lambda p, wd: Nesterov(p, LR, BETA, weight_decay=wd),
+        lambda p, wd, c: Nesterov(p, LR, BETA, weight_decay=wd, compile=c),
+        torch.optim.SGD,
+        {"momentum": BETA, "nesterov": True},
+    ),
+    Case(
+        "nesterov lookahead",
+        lambda p, wd, c: Nesterov(p, LR, BETA, lookahead=True, weight_decay=wd, compile=c),
         torch.optim.SGD,
         {"momentum": BETA, "nesterov": True},
     ),
     Case(
         "rmsprop",
-        lambda p, wd: RMSprop(p, LR, BETA, weight_decay=wd),
+        lambda p, wd, c: RMSprop(p, LR, BETA, weight_decay=wd, compile=c),
         torch.optim.RMSprop,
         {"alpha": BETA},
         has_fused=False,
     ),
-    Case("adam", lambda p, wd: Adam(p, LR, weight_decay=wd), torch.optim.Adam),
+    Case("adam", lambda p, wd, c: Adam(p, LR, weight_decay=wd, compile=c), torch.optim.Adam),
 ]
 
 
@@ -100,17 +120,37 @@ def parameters_with_grads(model: MLP) -> list[torch.nn.Parameter]:
     return params
 
 
+def stepper(optimizer: torch.optim.Optimizer) -> Callable[[], Any]:
+    """`optimizer.step`, with a closure where it needs one (the fixed grads stay as they are)."""
+    if getattr(optimizer, "needs_closure", False):
+        return lambda: optimizer.step(lambda: torch.zeros(()))
+    return optimizer.step
+
+
 def race(
-    factories: dict[str, Factory], model: MLP, repeats: int, inner: int, clock: Clock
+    factories: dict[str, Factory],
+    model: MLP,
+    repeats: int,
+    inner: int,
+    clock: Clock,
+    first_steps: dict[str, float] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per step of each optimizer, one sample per repeat, in a rotating order."""
+    """Seconds per step of each optimizer, one sample per repeat, in a rotating order.
+
+    `first_steps`, when given, gets each optimizer's first step in wall seconds (a compiled one
+    compiles then)."""
     device = next(model.parameters()).device
     optimizers = {
-        name: factory(parameters_with_grads(model)) for name, factory in factories.items()
+        name: stepper(factory(parameters_with_grads(model))) for name, factory in factories.items()
     }
-    for optimizer in optimizers.values():  # creates the state, warms caches, compiles
-        for _ in range(5):
-            optimizer.step()
+    for name, optimizer in optimizers.items():  # creates the state, warms caches, compiles
+        start = time.perf_counter()
+        optimizer()
+        synchronize(device)
+        if first_steps is not None:
+            first_steps[name] = time.perf_counter() - start
+        for _ in range(4):
+            optimizer()
     names = list(optimizers)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
@@ -120,7 +160,7 @@ def race(
             synchronize(device)
             start = clock()
             for _ in range(inner):
-                optimizer.step()
+                optimizer()
             synchronize(device)
             samples[name].append((clock() - start) / inner)
     return samples
@@ -148,10 +188,13 @@ def step_share(
         synchronize(device)
         start = clock()
         optimizer.zero_grad(set_to_none=True)
-        F.binary_cross_entropy_with_logits(model(x), y).backward()
+        logits = model(x)  # (batch,) or, for an ensemble, (batch, members)
+        F.binary_cross_entropy_with_logits(
+            logits, y.view(-1, *[1] * (logits.dim() - 1)).expand_as(logits)
+        ).backward()
         synchronize(device)
         middle = clock()
-        optimizer.step()
+        stepper(optimizer)()
         synchronize(device)
         end = clock()
         if repeat >= 3:  # the first iterations allocate gradients and state
@@ -160,54 +203,45 @@ def step_share(
     return statistics.median(iterations), statistics.median(shares)
 
 
-def compiled(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The optimizer with its `step` compiled by torch.compile (the instance attribute wins).
-
-    Its first steps compile: the Python int step count changing makes dynamo recompile once
-    with the count symbolic; `race`'s warm-up absorbs that. The reset drops the graphs of
-    earlier instances, which would otherwise use up dynamo's recompile limit.
-    """
-    torch._dynamo.reset()
-    optimizer.step = torch.compile(optimizer.step)  # type: ignore[method-assign]
-    return optimizer
-
-
-def table_row(case: Case, samples: dict[str, list[float]], with_compiled: bool) -> dict[str, str]:
+def table_row(
+    case: Case, samples: dict[str, list[float]], first_steps: dict[str, float]
+) -> dict[str, str]:
     """The step columns of one optimizer's row, titled."""
+    best = "fused" if case.has_fused else "foreach"
 
     def ms(name: str) -> str:
-        return f"{1e3 * statistics.median(samples[name]):.3f}"
+        return f"{1e3 * statistics.median(samples[name]):.3f}" if name in samples else "—"
 
-    def ratio(name: str, versus: str) -> str:
-        return f"{paired_ratio(samples[name], samples[versus]):.2f}"
+    def ratio(name: str) -> str:
+        return f"{paired_ratio(samples[name], samples[best]):.2f}"
 
-    row = {
+    return {
         "optimizer": case.label,
-        "ours ms": ms("ours"),
+        "eager ms": ms("eager"),
+        "compiled ms": ms("compiled"),
         "foreach ms": ms("foreach"),
-        "ours/foreach": ratio("ours", "foreach"),
-        "fused ms": ms("fused") if case.has_fused else "—",
-        "ours/fused": ratio("ours", "fused") if case.has_fused else "no fused",
+        "fused ms": ms("fused"),
+        "eager/best": ratio("eager"),
+        "compiled/best": ratio("compiled"),
+        "best": best,
+        "compile s": f"{first_steps['compiled']:.1f}",
     }
-    if with_compiled:
-        row["compiled ms"] = ms("compiled")
-        row["compiled/best"] = ratio("compiled", "fused" if case.has_fused else "foreach")
-    return row
 
 
 def format_row(cells: list[str]) -> str:
-    """First cell left-aligned in 18 columns, the others right-aligned in 14."""
-    return f"  {cells[0]:<18}" + "".join(f"{cell:>14}" for cell in cells[1:])
+    """First cell left-aligned in 19 columns, the others right-aligned in 13."""
+    return f"  {cells[0]:<19}" + "".join(f"{cell:>13}" for cell in cells[1:])
 
 
 def bench_network(
     in_features: int, hidden: list[int], device: torch.device, args: argparse.Namespace
 ) -> None:
     torch.manual_seed(0)
-    model = MLP(in_features, hidden).to(device)
+    model = MLP(in_features, hidden, batch_norm=args.members > 1, members=args.members).to(device)
     count = sum(p.numel() for p in model.parameters())
     shape = "→".join(str(n) for n in [in_features, *hidden, 1])
-    print(f"\n{shape} ({count:,} parameters in {len(list(model.parameters()))} tensors)")
+    tensors = len(list(model.parameters()))
+    print(f"\n{args.members} x {shape} ({count:,} parameters in {tensors} tensors)")
 
     twins: dict[str, Factory] = {
         "a": lambda p: torch.optim.Adam(p, LR, foreach=True),
@@ -219,7 +253,8 @@ def bench_network(
     wd = args.weight_decay
     for index, case in enumerate(CASES):
         factories: dict[str, Factory] = {
-            "ours": lambda p, case=case: case.ours(p, wd),
+            "eager": lambda p, case=case: case.ours(p, wd, False),
+            "compiled": lambda p, case=case: case.ours(p, wd, True),
             "foreach": lambda p, case=case: case.theirs(
                 p, LR, **case.theirs_kwargs, weight_decay=wd, foreach=True
             ),
@@ -228,19 +263,21 @@ def bench_network(
             factories["fused"] = lambda p, case=case: case.theirs(
                 p, LR, **case.theirs_kwargs, weight_decay=wd, fused=True
             )
-        if args.compile:
-            factories["compiled"] = lambda p, case=case: compiled(case.ours(p, wd))
-        samples = race(factories, model, args.repeats, args.inner, args.clock)
+        first_steps: dict[str, float] = {}
+        samples = race(factories, model, args.repeats, args.inner, args.clock, first_steps)
         iteration, share = step_share(
-            factories["ours"], model, args.batch, args.iterations, args.clock
+            lambda p, case=case: case.ours(p, wd, "auto"),
+            model,
+            args.batch,
+            args.iterations,
+            args.clock,
         )
-
-        row = table_row(case, samples, args.compile)
+        row = table_row(case, samples, first_steps)
         row["iteration ms"] = f"{1e3 * iteration:.3f}"
         row["step share"] = f"{share:.0%}"
         if index == 0:
             print(format_row(list(row)))
-        print(format_row(list(row.values())))
+        print(format_row(list(row.values())), flush=True)
 
 
 def main() -> None:
@@ -250,10 +287,16 @@ def main() -> None:
         "--in-features",
         type=int,
         nargs="+",
-        default=[12288, 3072],
-        help="input sizes, one network each (default 12288 = 64*64*3 and 3072 = 32*32*3)",
+        default=[768],
+        help="input sizes, one network each (default 768 = 16*16*3, the default recipe's)",
     )
     parser.add_argument("--hidden", type=int, nargs="+", default=[512, 128])
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=4,
+        help="ensemble members, with batch norm when > 1 (default 4, the default recipe's)",
+    )
     parser.add_argument("--batch", type=int, default=64, help="batch of the training iteration")
     parser.add_argument("--repeats", type=int, default=25, help="timed samples per optimizer")
     parser.add_argument(
@@ -266,41 +309,42 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="CPU threads (default 1: on a shared machine, OpenMP waits for a descheduled "
-        "second thread swamp the timings; 0 keeps torch's default)",
-    )
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="also time our step under torch.compile, against torch's best (fused, else foreach)",
+        nargs="+",
+        default=[1],
+        help="CPU thread counts, one table each (default 1: on a shared machine, OpenMP waits "
+        "for a descheduled second thread swamp the timings; 0 keeps torch's default)",
     )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     if args.inner is None:
         args.inner = 20 if device.type == "cuda" else 1
-    on_one_cpu_thread = device.type == "cpu" and torch.get_num_threads() == 1
-    args.clock = time.thread_time if on_one_cpu_thread else time.perf_counter
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"torch {torch.__version__} on {where}, {torch.get_num_threads()} CPU threads, "
-        f"load average {os.getloadavg()[0]:.1f}, "
-        f"clock: {'thread CPU time' if on_one_cpu_thread else 'wall time'}; "
-        f"lr {LR}, β {BETA}, weight decay {args.weight_decay}; "
-        f"medians of {args.repeats} samples of {args.inner} steps"
+        f"torch {torch.__version__} on {where}; lr {LR}, β {BETA}, weight decay "
+        f"{args.weight_decay}; medians of {args.repeats} samples of {args.inner} steps; "
+        f"Inductor cache {cache_dir()}"
     )
     print(
         "counterparts: momentum ema → SGD(momentum=β, dampening=β) (same recurrence, buffer "
-        "starts at g₁); momentum classic → SGD(momentum=β); nesterov → SGD(nesterov=True); "
-        "rmsprop → RMSprop(alpha=β), which has no fused version"
+        "starts at g₁); momentum classic → SGD(momentum=β); nesterov (both forms) → "
+        "SGD(nesterov=True); rmsprop → RMSprop(alpha=β), which has no fused version"
     )
-    for in_features in args.in_features:
-        bench_network(in_features, args.hidden, device, args)
+    default_threads = torch.get_num_threads()
+    for threads in args.threads:
+        torch.set_num_threads(threads if threads > 0 else default_threads)
+        on_one_cpu_thread = device.type == "cpu" and torch.get_num_threads() == 1
+        args.clock = time.thread_time if on_one_cpu_thread else time.perf_counter
+        print(
+            f"\n== {torch.get_num_threads()} CPU threads, load average "
+            f"{os.getloadavg()[0]:.1f}, clock: "
+            f"{'thread CPU time' if on_one_cpu_thread else 'wall time'}"
+        )
+        for in_features in args.in_features:
+            bench_network(in_features, args.hidden, device, args)
 
 
 if __name__ == "__main__":

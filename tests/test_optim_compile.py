@@ -116,6 +116,19 @@ def test_auto_compiles_only_large_cpu_networks() -> None:
     assert wants_compile(False, [torch.zeros(AUTO_MIN_WEIGHTS)]) is False
     large = [torch.zeros(AUTO_MIN_WEIGHTS // 2), torch.zeros(AUTO_MIN_WEIGHTS // 2)]
     assert wants_compile("auto", large) is True  # this machine has a C++ compiler
+    assert wants_compile("auto", large, pays=False) is False  # SGD: one pass eagerly already
+    assert wants_compile(True, large, pays=False) is True
+
+
+def test_auto_leaves_sgd_eager_and_compiles_adam_on_a_large_network() -> None:
+    weights = [torch.nn.Parameter(torch.zeros(AUTO_MIN_WEIGHTS))]
+    sgd = build_optimizer("sgd", weights, lr=0.1)
+    adam = build_optimizer("adam", weights, lr=0.1)
+    assert sgd.compile == adam.compile == "auto"
+    assert type(sgd).compile_pays is False and type(adam).compile_pays is True
+    weights[0].grad = torch.ones(AUTO_MIN_WEIGHTS)
+    sgd.step()
+    assert sgd._compiled is False
 
 
 def test_the_default_is_auto_and_a_validation_build_compiles_nothing() -> None:

@@ -28,6 +28,9 @@ class Optimizer(torch.optim.Optimizer):
 
     uses_gradients: ClassVar[bool] = True
     needs_closure: bool = False
+    compile_pays: ClassVar[bool] = True
+    """Whether `compile="auto"` compiles the step: its eager form takes several passes over
+    memory, which Inductor fuses into one."""
     parameter_copies: ClassVar[int] = 0
     """Parameter-sized tensors the optimizer holds at its peak: its state and the step's
     temporaries (a weight-decayed gradient adds one more)."""
@@ -61,7 +64,7 @@ class Optimizer(torch.optim.Optimizer):
         """
         if self._compiled is None:
             params = [p for group in self.param_groups for p in group["params"]]
-            self._compiled = _compile.wants_compile(self.compile, params)
+            self._compiled = _compile.wants_compile(self.compile, params, self.compile_pays)
         if steps is not None:
             arguments["steps"] = steps
         if self._compiled:

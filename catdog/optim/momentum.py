@@ -43,6 +43,9 @@ class Momentum(Optimizer):
     """
 
     parameter_copies = 1
+    # Compiled, the step measured no faster than eager on this CPU (1.0-1.1x on the default
+    # network, slower on smaller ones; scripts/bench_optim.py), so `auto` leaves it eager.
+    compile_pays = False
 
     def __init__(
         self,

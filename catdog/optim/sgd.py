@@ -27,6 +27,10 @@ class SGD(Optimizer):
     to rounding.
     """
 
+    # Eager SGD is one pass over memory already (two with weight decay); compiled, it measured
+    # 1.4-2x slower on this CPU (scripts/bench_optim.py), so `auto` leaves it eager.
+    compile_pays = False
+
     def __init__(
         self,
         params: Iterable[Any],
