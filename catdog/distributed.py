@@ -265,7 +265,7 @@ def check_distributed(config: Any, world: int, here: torch.device) -> None:
     from catdog.optim import OPTIMIZERS
 
     name = config.optimizer.name
-    if not getattr(OPTIMIZERS[name], "uses_gradients", True):
+    if not OPTIMIZERS[name].uses_gradients:
         raise everywhere(
             ConfigError(
                 f"optimizer.name: {name!r} is gradient-free, so DistributedDataParallel has no "

@@ -43,6 +43,7 @@ from catdog.header import print_header
 from catdog.losses import LOSSES, Loss
 from catdog.metrics import Measurement, measure, merge_measurements
 from catdog.observers import Observer, observers_for
+from catdog.optim import step as optimizer_step
 from catdog.paths import command
 from catdog.trajectory import Trajectory
 
@@ -380,7 +381,7 @@ def train_step(
     gradient, however unevenly the batch splits. A rank with no rows backpropagates a zero (it
     must still join DDP's gradient all-reduce) and reports a loss of 0.
     """
-    if not getattr(optimizer, "uses_gradients", True):
+    if not optimizer.uses_gradients:
         # Gradient-free (the genetic algorithm): the optimizer only ever evaluates the loss.
         # Eval mode, so dropout does not blur fitness and batch-norm statistics are not
         # updated once per member evaluated.
@@ -400,11 +401,7 @@ def train_step(
         (loss if weight == 1.0 else loss * weight).backward()
         return loss
 
-    if getattr(optimizer, "needs_closure", False):
-        return optimizer.step(closure).detach()
-    loss = closure()
-    optimizer.step()
-    return loss.detach()
+    return optimizer_step(optimizer, closure)
 
 
 # --- measuring, checkpointing, stopping -------------------------------------------------------
