@@ -66,7 +66,7 @@ def rank_device(name: str, local_rank: int) -> torch.device:
         return resolve_device(name, local_rank)
     except ConfigError as error:
         # Every rank meets the same config; a missing GPU of one rank's own is its alone.
-        raise (error if "LOCAL_RANK" in str(error) else everywhere(error)) from None
+        raise (error if str(error).startswith("LOCAL_RANK") else everywhere(error)) from None
 
 
 @contextmanager

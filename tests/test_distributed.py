@@ -237,7 +237,7 @@ def test_validation_parts_merge_into_the_whole(photos: Path, tmp_path: Path) -> 
     config = ddp_config(photos, tmp_path, "data.val_fraction=0.5")
     data = prepare_data(config, progress=False)
     torch.manual_seed(0)
-    model = MLP(data.in_features, [8])
+    model = MLP(config.data.in_features, [8])
 
     def measured(rows: np.ndarray) -> Any:
         pixels, labels = data.images.pixels, data.images.labels
