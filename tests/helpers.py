@@ -40,6 +40,26 @@ def catdog(
 
 # --- configs and runs -------------------------------------------------------------------------
 
+TINY_RUN = [
+    "--set", "data.image_size=16",
+    "--set", "model.hidden=[32]",
+    "--set", "train.epochs=2",
+    "--set", "train.progress=false",
+    "--set", "data.workers=0",
+]  # fmt: skip
+"""`catdog train` options that make a run of the demo config train in seconds."""
+
+
+def train_tiny_run(photos: Path, runs: Path, name: str) -> Path:
+    """`catdog train` of the demo config with TINY_RUN on `photos`, into `runs/name`."""
+    result = catdog(
+        "train", "--config", REPO / "configs" / "demo.yaml",
+        "--set", f"data.root={photos}",
+        "--set", f"output.dir={runs}", "--set", f"output.name={name}", *TINY_RUN,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return runs / name
+
 
 def small_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
     """A config that trains in seconds on the demo photos: 16 px, one hidden layer of 32."""

@@ -7,20 +7,7 @@ from pathlib import Path
 import pytest
 
 from catdog.runs import read_metrics
-from tests.helpers import REPO, catdog
-
-FAST = [
-    "--set",
-    "data.image_size=16",
-    "--set",
-    "model.hidden=[32]",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "train.progress=false",
-    "--set",
-    "data.workers=0",
-]
+from tests.helpers import REPO, TINY_RUN, catdog
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +23,7 @@ def trained_run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         f"output.dir={runs}",
         "--set",
         "output.name=cli",
-        *FAST,
+        *TINY_RUN,
     )
     assert result.returncode == 0, result.stderr
     assert "epoch   2/2" in result.stdout
@@ -132,7 +119,7 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_a_failed_start_leaves_no_folder_to_block_the_retry(
     demo_photos: Path, tmp_path: Path
 ) -> None:
-    named = ["--set", f"output.dir={tmp_path}", "--set", "output.name=retry", *FAST]
+    named = ["--set", f"output.dir={tmp_path}", "--set", "output.name=retry", *TINY_RUN]
     missing = catdog("train", "--set", f"data.root={tmp_path / 'typo'}", *named)
     assert missing.returncode == 2, missing.stderr
     assert not (tmp_path / "retry").exists()

@@ -12,20 +12,7 @@ import pytest
 from catdog.config import Config, config_dict, load_config, parse_yaml
 from catdog.errors import ConfigError
 from catdog.shipped import copy_config, resolve_config, shipped_configs, shipped_folder
-from tests.helpers import REPO, catdog
-
-FAST = [
-    "--set",
-    "data.image_size=16",
-    "--set",
-    "model.hidden=[32]",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "train.progress=false",
-    "--set",
-    "data.workers=0",
-]
+from tests.helpers import REPO, TINY_RUN, catdog
 
 
 def leaf_keys(data: dict, prefix: str = "") -> list[str]:
@@ -181,7 +168,7 @@ def test_tilde_in_set_data_root_is_expanded(demo_photos: Path, tmp_path: Path) -
     result = catdog(
         "train", "--config", "sgd",
         "--set", "data.root=~/kaggle/train", "--set", "output.dir=~/runs",
-        "--set", "output.name=tilde", *FAST,
+        "--set", "output.name=tilde", *TINY_RUN,
         cwd=tmp_path, env={"HOME": str(home)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -204,7 +191,7 @@ def relative_run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A run made with data.root relative to its folder, as `catdog demo` makes one."""
     here = tmp_path_factory.mktemp("here")
     shutil.copytree(demo_photos, here / "photos")
-    result = catdog("train", "--config", "sgd", "--set", "data.root=photos", *FAST, cwd=here)
+    result = catdog("train", "--config", "sgd", "--set", "data.root=photos", *TINY_RUN, cwd=here)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (here / "runs").iterdir()
     assert run_dir.name.startswith("sgd-")
@@ -297,7 +284,7 @@ def test_the_header_names_what_the_run_will_do(demo_photos: Path, tmp_path: Path
 
     result = catdog(
         "train", "--config", "momentum-ema", "--set", f"data.root={demo_photos}",
-        "--set", "output.name=header", *FAST, cwd=tmp_path,
+        "--set", "output.name=header", *TINY_RUN, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     head = result.stdout.split("epoch ")[0]

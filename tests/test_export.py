@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 
 from catdog.images import decode_photo
-from tests.helpers import REPO, catdog
+from tests.helpers import REPO, TINY_RUN, catdog
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-QUICK = [
-    "--set", "data.image_size=16",
-    "--set", "model.hidden=[32]",
-    "--set", "train.epochs=2",
-    "--set", "train.progress=false",
-    "--set", "data.workers=0",
-]  # fmt: skip
 # Runs in a fresh interpreter with no catdog: what a user shipping the files would run.
 STANDALONE = """
 import json, sys
@@ -45,7 +38,7 @@ def train(config: str, demo_photos: Path, runs: Path, name: str) -> Path:
     result = catdog(
         "train", "--config", REPO / "configs" / config,
         "--set", f"data.root={demo_photos}",
-        "--set", f"output.dir={runs}", "--set", f"output.name={name}", *QUICK,
+        "--set", f"output.dir={runs}", "--set", f"output.name={name}", *TINY_RUN,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return runs / name

@@ -8,27 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, catdog
-
-TINY = [
-    "--set", "data.image_size=16",
-    "--set", "model.hidden=[32]",
-    "--set", "train.epochs=2",
-    "--set", "train.progress=false",
-    "--set", "data.workers=0",
-]  # fmt: skip
+from tests.helpers import catdog, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    result = catdog(
-        "train", "--config", REPO / "configs" / "demo.yaml",
-        "--set", f"data.root={demo_photos}",
-        "--set", f"output.dir={runs}", "--set", "output.name=tiny", *TINY,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return runs / "tiny"
+    return train_tiny_run(demo_photos, tmp_path_factory.mktemp("runs"), "tiny")
 
 
 def copy_photos(real_photos: Path, folder: Path, names: list[str], first: int = 1) -> list[Path]:

@@ -12,15 +12,8 @@ from PIL import Image
 
 from catdog.images import decode_photo
 from catdog.report import CAPTION, TILE, side_by_side
-from tests.helpers import REPO, catdog
+from tests.helpers import catdog, train_tiny_run
 
-TINY = [
-    "--set", "data.image_size=16",
-    "--set", "model.hidden=[32]",
-    "--set", "train.epochs=2",
-    "--set", "train.progress=false",
-    "--set", "data.workers=0",
-]  # fmt: skip
 REPORT_FILES = {
     "top_losses.png",
     "confident_mistakes.png",
@@ -32,14 +25,7 @@ REPORT_FILES = {
 
 @pytest.fixture(scope="module")
 def run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    result = catdog(
-        "train", "--config", REPO / "configs" / "demo.yaml",
-        "--set", f"data.root={demo_photos}",
-        "--set", f"output.dir={runs}", "--set", "output.name=tiny", *TINY,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return runs / "tiny"
+    return train_tiny_run(demo_photos, tmp_path_factory.mktemp("runs"), "tiny")
 
 
 def labelled_folder(real_photos: Path, folder: Path, cats: int, dogs: int) -> Path:
