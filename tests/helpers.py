@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from catdog.config import Config, load_config
@@ -36,6 +37,15 @@ def catdog(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    """The CLI refused: exit code 2 and one line on stderr, `error: ...`, naming each of `words`."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
 
 
 # --- configs and runs -------------------------------------------------------------------------
@@ -78,6 +88,21 @@ def small_config(photos: Path, tmp_path: Path, *overrides: str) -> Config:
             *overrides,
         ],
     )
+
+
+def write_tiny_config(
+    tmp_path: Path, photos: Path, epochs: int = 3, name: str = "tiny.yaml", **optimizer: object
+) -> Path:
+    """A config file for runs of a second or two: 8 px, 16 hidden units, SGD (or `optimizer`)."""
+    path = tmp_path / name
+    settings = {
+        "data": {"root": str(photos), "image_size": 8, "workers": 0},
+        "model": {"hidden": [16]},
+        "optimizer": {"name": "sgd", "lr": 0.1, **optimizer},
+        "train": {"epochs": epochs, "batch_size": 8, "progress": False, "threads": 1},
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
 def with_epochs(config: Config, epochs: int) -> Config:

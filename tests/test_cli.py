@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from catdog.runs import read_metrics
-from tests.helpers import REPO, TINY_RUN, catdog
+from tests.helpers import REPO, TINY_RUN, assert_one_error_line, catdog
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +108,7 @@ def test_bad_input_is_one_line_and_exit_2(
     args: list[str], words: list[str], tmp_path: Path
 ) -> None:
     result = catdog(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0]
+    assert_one_error_line(result, *words)
     assert "Traceback" not in result.stderr
 
 

@@ -13,7 +13,7 @@ from catdog.config import ConfigError, load_config
 from catdog.experiment import run
 from catdog.runs import fresh_folder, read_metrics
 from catdog.scoreboard import DEFAULT_TARGET, markdown, score
-from tests.helpers import REPO, catdog, resume
+from tests.helpers import REPO, assert_one_error_line, catdog, resume
 
 ENV = {"PYTHONPATH": str(REPO)}  # the checkout under test, not an installed copy
 
@@ -398,9 +398,5 @@ def test_bad_compare_input_is_one_line_and_exit_2(
 ) -> None:
     config = write_config(tmp_path / "c.yaml", optimizer={"name": "sgd", "lr": 0.1})
     result = catdog("compare", config, *args, "--out-dir", tmp_path / "out", cwd=REPO, env=ENV)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0]
+    assert_one_error_line(result, *words)
     assert not (tmp_path / "out").exists()  # nothing is made before the plan is valid

@@ -16,25 +16,14 @@ import yaml
 
 from catdog.runs import read_metrics
 from catdog.step_log import read_steps
-from tests.helpers import REPO, catdog
+from tests.helpers import REPO, assert_one_error_line, catdog, write_tiny_config
 
 ENV = {"PYTHONPATH": str(REPO)}
 T_975_2 = 4.303  # Student's t, 2 degrees of freedom, from a printed table
 
 
 def tiny(tmp_path: Path, photos: Path, epochs: int = 3, **optimizer: object) -> Path:
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "data": {"root": str(photos), "image_size": 8, "workers": 0},
-                "model": {"hidden": [16]},
-                "optimizer": {"name": "sgd", "lr": 0.1, **optimizer},
-                "train": {"epochs": epochs, "batch_size": 8, "progress": False, "threads": 1},
-            }
-        )
-    )
-    return path
+    return write_tiny_config(tmp_path, photos, epochs, "c.yaml", **optimizer)
 
 
 def compare(*args: object, out: Path) -> Path:
@@ -208,11 +197,7 @@ def test_bad_compare_input_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     out = tmp_path / "out"
     result = catdog("compare", tiny(tmp_path, demo_photos), *args, "--out-dir", out, env=ENV)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0]
+    assert_one_error_line(result, *words)
     assert not out.exists()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import catdog, train_tiny_run
+from tests.helpers import assert_one_error_line, catdog, train_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,6 @@ def copy_photos(real_photos: Path, folder: Path, names: list[str], first: int = 
         source = real_photos / f"{('cat', 'dog')[k % 2]}.{first + k // 2}.jpg"
         copies.append(Path(shutil.copyfile(source, folder / name)))
     return copies
-
-
-def one_error_line(result: object, *words: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)  # type: ignore[attr-defined]
-    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_folders_recursively_and_files_mixed_to_csv_and_json(
@@ -149,24 +141,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     if case == "empty":
         (tmp_path / "empty").mkdir()
         result = catdog("predict", run, photos, tmp_path / "empty", "--out", out)
-        one_error_line(result, str(tmp_path / "empty"), "no photos")
+        assert_one_error_line(result, str(tmp_path / "empty"), "no photos")
     elif case == "missing":
         result = catdog("predict", run, photos / "1.jpg", tmp_path / "typo.jpg", "--out", out)
-        one_error_line(result, str(tmp_path / "typo.jpg"), "no such file or folder")
+        assert_one_error_line(result, str(tmp_path / "typo.jpg"), "no such file or folder")
         assert "delete or replace" not in result.stderr
     elif case == "no-number":
         result = catdog("predict", run, photos, "--kaggle", tmp_path / "submission.csv")
         # Natural order puts cat.jpg first among the names without a number.
-        one_error_line(result, str(photos / "cat.jpg"), "no number")
+        assert_one_error_line(result, str(photos / "cat.jpg"), "no number")
         assert not (tmp_path / "submission.csv").exists()
     elif case == "out-folder":
         result = catdog("predict", run, photos, "--out", tmp_path / "nowhere" / "out.csv")
-        one_error_line(result, str(tmp_path / "nowhere"), "no such folder")
+        assert_one_error_line(result, str(tmp_path / "nowhere"), "no such folder")
         assert not (tmp_path / "nowhere").exists()
     else:
         out.write_text("keep me\n")
         result = catdog("predict", run, photos, "--out", out)
-        one_error_line(result, str(out), "--force")
+        assert_one_error_line(result, str(out), "--force")
         assert out.read_text() == "keep me\n"
         forced = catdog("predict", run, photos, "--out", out, "--force")
         assert forced.returncode == 0, forced.stderr

@@ -15,7 +15,7 @@ import yaml
 from catdog.errors import ConfigError
 from catdog.runs import read_metrics
 from catdog.search_space import parse_space
-from tests.helpers import REPO, catdog
+from tests.helpers import REPO, assert_one_error_line, catdog, write_tiny_config
 
 ENV = {"PYTHONPATH": str(REPO)}
 BASE = {"optimizer": {"name": "momentum", "lr": 0.1, "beta": 0.9}}
@@ -63,18 +63,7 @@ def test_bad_spaces_are_one_line_naming_the_key(option: str, words: list[str]) -
 
 
 def tiny(tmp_path: Path, photos: Path, epochs: int = 3) -> Path:
-    path = tmp_path / "t.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "data": {"root": str(photos), "image_size": 8, "workers": 0},
-                "model": {"hidden": [16]},
-                "optimizer": {"name": "sgd", "lr": 0.1},
-                "train": {"epochs": epochs, "batch_size": 8, "progress": False, "threads": 1},
-            }
-        )
-    )
-    return path
+    return write_tiny_config(tmp_path, photos, epochs, "t.yaml")
 
 
 SPACE = ["--space", "optimizer.lr=log:1e-4:1"]
@@ -98,11 +87,7 @@ def test_bad_tune_input_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     out = tmp_path / "tunes"
     result = catdog("tune", tiny(tmp_path, demo_photos), *args, "--out-dir", out, env=ENV)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0]
+    assert_one_error_line(result, *words)
     assert not out.exists()
 
 
