@@ -10,11 +10,9 @@ is all-reduced, the epoch's row merged), so a check that ends the run ends it on
 once; an observer that writes files writes them on rank 0 alone (`distributed.is_main()`).
 """
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from catdog import distributed
-from catdog.config import Config
 
 if TYPE_CHECKING:
     from catdog.train import Run
@@ -31,14 +29,30 @@ class Observer(Protocol):
         """The run ended, finished or not: flush and release files."""
 
 
-def observers_for(config: Config, run_dir: Path) -> list[Observer]:
-    """The observers `config` asks for, in the order they are called."""
+def observers_for(run: "Run") -> list[Observer]:
+    """The observers `run.config` asks for, in the order they are called, each made before
+    the run's first (or, resumed, next) step."""
     from catdog.step_log import StepLog
     from catdog.stuck import StuckWatch
 
+    config, run_dir = run.config, run.run_dir
     observers: list[Observer] = [StepLog(run_dir), StuckWatch(run_dir)]
     if config.output.tensorboard and distributed.is_main():
         from catdog.tensorboard import TensorBoardObserver
 
         observers.append(TensorBoardObserver(run_dir))
+    if config.train.trajectory is not None and distributed.is_main():
+        from catdog.trajectory import Trajectory
+
+        # Opened before the first step, so θ₀ is its first row; a resume continues it.
+        steps = len(run.batches)
+        observers.append(
+            Trajectory.open(
+                run_dir,
+                config.train.trajectory,
+                run.model,
+                step=run.progress.epoch * steps + run.progress.step,
+                total_steps=config.train.epochs * steps,
+            )
+        )
     return observers

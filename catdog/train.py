@@ -45,7 +45,6 @@ from catdog.metrics import Measurement, measure, merge_measurements
 from catdog.observers import Observer, observers_for
 from catdog.optim import step as optimizer_step
 from catdog.paths import command
-from catdog.trajectory import Trajectory
 
 __all__ = ["Diverged", "Interrupted", "Progress", "Summary", "learning_rate", "train"]
 
@@ -221,22 +220,12 @@ def set_up(
     # DDP averages the gradients in backward; `model` stays the plain network.
     network = distributed.wrap(model) if distributed.active() else model
     model.train()
-    observers = observers_for(config, run_dir)
-    if config.train.trajectory is not None and distributed.is_main():
-        # Opened before the first step, so θ₀ is its first row; a resume continues it.
-        observers.append(
-            Trajectory.open(
-                run_dir,
-                config.train.trajectory,
-                model,
-                step=progress.epoch * len(batches) + progress.step,
-                total_steps=config.train.epochs * len(batches),
-            )
-        )
-    return Run(
+    run = Run(
         config, run_dir, device, data, model, network, optimizer, batches,
-        LOSSES[config.loss], progress, observers,
+        LOSSES[config.loss], progress,
     )  # fmt: skip
+    run.observers = observers_for(run)
+    return run
 
 
 def train_epoch(run: Run, stop: dict[str, int], elapsed: Any) -> float:
