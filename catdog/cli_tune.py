@@ -50,7 +50,7 @@ def tune(
     The objective is measured on the validation split, so the best trial's figure there is
     optimistic (it was chosen for it); --holdout keeps photos out of every trial to measure it.
     """
-    from catdog.config import read_config_file
+    from catdog.config_yaml import read_config_file
     from catdog.errors import ConfigError
     from catdog.tune import TuneRequest, load_request, run_trials, start
     from catdog.tune import tune as run_tune

@@ -29,10 +29,9 @@ from catdog.config import (
     apply_override,
     config_dict,
     load_config,
-    parse_yaml,
-    read_config_file,
     validate,
 )
+from catdog.config_yaml import parse_yaml, read_config_file
 from catdog.errors import ConfigError, Interrupted
 from catdog.runs import fresh_folder
 from catdog.scoreboard import Scoreboard

@@ -1,4 +1,4 @@
-"""Run configuration: schema with documented defaults, YAML files, `--set` overrides, validation.
+"""Run configuration: schema with documented defaults, `--set` overrides, validation.
 
 A config file names only what it changes; every other key takes the default below. Any
 problem (unknown key, wrong type, value out of range, broken YAML) raises `ConfigError` with one
@@ -23,14 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from catdog.errors import ConfigError
+from catdog.config_yaml import parse_yaml, read_config_file
+from catdog.errors import ConfigError, shorten
 from catdog.optim import OPTIMIZERS
 from catdog.paths import expand_path
 
 # ZCA needs the eigendecomposition of a features × features matrix: at 4,096² that took 17 s
 # on a 2-core machine (768², the default: 0.1 s).
 ZCA_MAX_FEATURES = 4096
-MAX_CONFIG_BYTES = 2**20  # a config is a few hundred bytes; anything this large is a mistake
 
 
 def check_folder_name(name: str) -> str:
@@ -40,7 +40,7 @@ def check_folder_name(name: str) -> str:
     if "\0" in name:
         raise ValueError("must not contain a NUL character")
     if "/" in name or os.sep in name or (os.altsep and os.altsep in name):
-        raise ValueError(f"must be one folder name, without '/', got {_short(repr(name))}")
+        raise ValueError(f"must be one folder name, without '/', got {shorten(repr(name))}")
     if len(os.fsencode(name)) > 255:
         raise ValueError(f"is {len(os.fsencode(name))} bytes long; a folder name has at most 255")
     return name
@@ -305,101 +305,6 @@ def check_optimizer(optimizer: OptimizerConfig) -> None:
         raise ConfigError(f"optimizer ({optimizer.name}): {error}") from None
 
 
-# --- YAML ---------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `1e-3` as a string; people mean the number.
-
-    Aliases (`*name`) are refused: a few hundred bytes of nested aliases ("billion laughs")
-    expand to gigabytes, and a config has no need of them. A key given twice is refused too,
-    where YAML would silently keep the last one.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"aliases (*{event.anchor}) are not allowed in a config; write the value out",
-                event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {_short(repr(key))}", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except RecursionError:
-        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{source}:{where}: invalid YAML: {_short(problem)}") from None
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    too_large = (
-        f"{path}: too large for a config (more than {MAX_CONFIG_BYTES // 2**20} MiB); "
-        "pass a YAML config file"
-    )
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:  # refused unread; a pipe's size is 0
-            raise ConfigError(too_large)
-        with path.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)  # /dev/zero or a pipe: never more
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; pass an existing YAML file") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(too_large)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
-            "save the config as UTF-8"
-        ) from None
-    data = parse_yaml(text, str(path))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: a config must be a YAML mapping of sections, got {type(data).__name__}"
-        )
-    return data
-
-
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one `--set dotted.key=value`; the value is read as YAML (`3`, `0.1`, `[64, 32]`)."""
     key, sep, raw = assignment.partition("=")
@@ -446,7 +351,7 @@ def validate(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_short(_describe(error), 400)}") from None
+        raise ConfigError(f"{source}: {shorten(_describe(error), 400)}") from None
 
 
 def save_config(config: Config, path: Path) -> None:
@@ -477,15 +382,10 @@ def _describe(error: ValidationError) -> str:
     if first["type"].startswith("value_error"):
         message = message.removeprefix("Value error, ")
     elif "input" in first and not isinstance(first["input"], dict):
-        message = f"{message}, got {_short(repr(first['input']))}"
+        message = f"{message}, got {shorten(repr(first['input']))}"
     # A `Literal | int` field reports one error per branch; the first says enough.
     # A whole-config check (the optimizer's hyperparameters) names its own key.
     return f"{key}: {message}" if key else message
-
-
-def _short(text: str, limit: int = 120) -> str:
-    """`text`, cut to `limit` characters: a message repeats a value only as far as it helps."""
-    return text if len(text) <= limit else f"{text[: limit - 5]} ...{text[-1]}"
 
 
 def _section_model(location: list[str]) -> type[BaseModel] | None:

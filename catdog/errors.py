@@ -67,3 +67,8 @@ EXIT_CODES: dict[type[BaseException], int] = {
     Stuck: 4,
 }
 """Exit codes of the errors with a fixed one (Interrupted carries its own)."""
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    """`text`, cut to `limit` characters: a message repeats a value only as far as it helps."""
+    return text if len(text) <= limit else f"{text[: limit - 5]} ...{text[-1]}"

@@ -21,10 +21,10 @@ from catdog.config import (
     Config,
     apply_override,
     check_folder_name,
-    read_config_file,
     save_config,
     validate,
 )
+from catdog.config_yaml import read_config_file
 from catdog.errors import ConfigError
 from catdog.paths import command, typed_paths_comment
 from catdog.rounding import rounded_row

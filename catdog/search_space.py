@@ -18,7 +18,8 @@ from typing import Any
 
 import optuna
 
-from catdog.config import apply_override, parse_yaml, validate
+from catdog.config import apply_override, validate
+from catdog.config_yaml import parse_yaml
 from catdog.errors import ConfigError
 
 EXAMPLE = "e.g. --space optimizer.lr=log:1e-5:1, --space optimizer.beta=0.8:0.99"

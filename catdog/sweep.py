@@ -287,7 +287,7 @@ def tune_each(folder: Path, settings: dict[str, Any]) -> list[Any]:
     """Tune every planned run with the same budget, each in `tune-<run>/` (resumed if begun);
     the planned runs with their best configs (a run whose trials all failed keeps its own)."""
     from catdog.compare import PlannedRun
-    from catdog.config import read_config_file
+    from catdog.config_yaml import read_config_file
     from catdog.tune import TuneRequest, prepare, tune
 
     tuning = settings["tune"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from catdog.config import Config, config_dict, load_config, parse_yaml
+from catdog.config import Config, config_dict, load_config
+from catdog.config_yaml import parse_yaml
 from catdog.errors import ConfigError
 from catdog.shipped import copy_config, resolve_config, shipped_configs, shipped_folder
 from tests.helpers import REPO, TINY_RUN, catdog
