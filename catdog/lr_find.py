@@ -195,7 +195,7 @@ def find_lr(
     from catdog.errors import ConfigError
     from catdog.losses import LOSSES
     from catdog.optim import OPTIMIZERS
-    from catdog.train import train_step
+    from catdog.train_step import train_step
 
     name = config.optimizer.name
     if not OPTIMIZERS[name].uses_gradients or "lr" not in optimizer_parameters(name):

@@ -13,7 +13,6 @@ validation is split over the ranks and gathered; rank 0 alone writes files and p
 """
 
 import math
-import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from catdog import distributed, runs
+from catdog import distributed, runs, stopping
 from catdog.batches import Batches, zca_whitening
 from catdog.builders import (
     PreparedData,
@@ -37,16 +36,15 @@ from catdog.builders import (
     resolve_device,
 )
 from catdog.checkpoint import save_checkpoint
-from catdog.config import Config, ScheduleConfig, config_dict
+from catdog.config import Config, config_dict
 from catdog.errors import Diverged, Interrupted
 from catdog.header import print_header
 from catdog.losses import LOSSES, Loss
 from catdog.metrics import Measurement, measure, merge_measurements
 from catdog.observers import Observer, observers_for
-from catdog.optim import step as optimizer_step
-from catdog.paths import command
+from catdog.train_step import learning_rate, train_step
 
-__all__ = ["Diverged", "Interrupted", "Progress", "Summary", "learning_rate", "train"]
+__all__ = ["Diverged", "Interrupted", "Progress", "Summary", "train"]
 
 
 @dataclass
@@ -130,7 +128,7 @@ def _train(
     progress = run.progress
     resumed_at = progress.elapsed
     started = time.perf_counter()
-    with stop_on_signals() as stop, _closing(run.observers):
+    with stopping.stop_on_signals() as stop, _closing(run.observers):
         while progress.epoch < config.train.epochs:
             epoch_started = time.perf_counter()
             lr = train_epoch(run, stop, lambda: resumed_at + time.perf_counter() - started)
@@ -142,7 +140,7 @@ def _train(
     distributed.barrier()  # rank 0 has written everything before any rank returns
     rows = runs.run_metrics(run_dir)
     if distributed.is_main():  # under DDP one writer: rank 0
-        _draw_curves(run_dir, progress.epoch)
+        stopping.draw_curves(run_dir, progress.epoch)
     return Summary(
         run_dir,
         progress.epoch,
@@ -268,11 +266,18 @@ def train_epoch(run: Run, stop: dict[str, int], elapsed: Any) -> float:
         )
         # One all-reduce per step (none in one process): the global batch's loss, and
         # whether any rank was asked to stop, so that all ranks stop at the same step.
-        loss_sum, count, stopping = distributed.sum_across(
+        loss_sum, count, asked_to_stop = distributed.sum_across(
             [loss * len(y), len(y), float(bool(stop))]
         )
         if not math.isfinite(loss_sum):
-            raise _diverged(run, loss_sum / count, lr)
+            raise stopping.diverged(
+                run.run_dir,
+                progress.epoch,
+                progress.step,
+                loss_sum / count,
+                lr,
+                config.optimizer.lr,
+            )
         progress.step += 1
         progress.loss_sum += loss_sum
         progress.loss_count += int(count)
@@ -284,7 +289,7 @@ def train_epoch(run: Run, stop: dict[str, int], elapsed: Any) -> float:
         bar.set_postfix(postfix, refresh=False)
         for observer in run.observers:
             observer.after_step(run, loss_sum / max(count, 1), lr)
-        if stopping:
+        if asked_to_stop:
             bar.close()
             raise _interrupted(run, stop, elapsed())
     bar.close()
@@ -330,67 +335,6 @@ def end_epoch(run: Run, lr: float, seconds: float, started: float, resumed_at: f
     )
     for observer in run.observers:
         observer.after_epoch(run, row)
-
-
-# --- one step ---------------------------------------------------------------------------------
-
-
-def learning_rate(schedule: ScheduleConfig, base_lr: float, progress: float, epochs: int) -> float:
-    """The lr at `progress` epochs into a run of `epochs` (fractional: steps count too)."""
-    if progress < schedule.warmup_epochs:
-        return base_lr * (progress + 1e-12) / schedule.warmup_epochs
-    if schedule.name == "cosine":
-        span = max(epochs - schedule.warmup_epochs, 1e-12)
-        done = min((progress - schedule.warmup_epochs) / span, 1.0)
-        floor = base_lr * schedule.min_lr_fraction
-        return floor + (base_lr - floor) * 0.5 * (1 + math.cos(math.pi * done))
-    if schedule.name == "step":
-        return base_lr * schedule.gamma ** int(progress // schedule.step_epochs)
-    return base_lr
-
-
-def train_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: Loss,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    weight: float = 1.0,
-    precision: str = "fp32",
-) -> torch.Tensor:
-    """One optimizer step on one batch; returns the batch loss (a 0-d tensor).
-
-    With `precision` bf16 the forward pass runs under autocast (its matrix products in
-    bfloat16, which backward follows); the loss is taken in float32 and the optimizer updates
-    the float32 weights, so only the products' rounding changes.
-
-    Backward runs on `weight` * loss. Under DDP, rank r holds n_r of a global batch's N rows and
-    its loss L_r is the mean over those; DDP averages the ranks' gradients, so with weight
-    w_r = n_r·W/N the step takes (1/W)·Σ_r w_r·∇L_r = (1/N)·Σ_i ∇loss_i, the global batch's mean
-    gradient, however unevenly the batch splits. A rank with no rows backpropagates a zero (it
-    must still join DDP's gradient all-reduce) and reports a loss of 0.
-    """
-    if not optimizer.uses_gradients:
-        # Gradient-free (the genetic algorithm): the optimizer only ever evaluates the loss.
-        # Eval mode, so dropout does not blur fitness and batch-norm statistics are not
-        # updated once per member evaluated.
-        model.eval()
-        try:
-            with torch.no_grad():
-                return torch.as_tensor(optimizer.step(lambda: loss_fn(model(x), y)))
-        finally:
-            model.train()
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        logits = logits.float()
-        loss = loss_fn(logits, y) if len(y) else logits.sum()
-        (loss if weight == 1.0 else loss * weight).backward()
-        return loss
-
-    return optimizer_step(optimizer, closure)
 
 
 # --- measuring, checkpointing, stopping -------------------------------------------------------
@@ -439,39 +383,6 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[dict[str, int]]:
-    """Turn Ctrl-C and SIGTERM into a request the loop honours after the current step."""
-    request: dict[str, int] = {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        request.setdefault("signal", signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield request
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _draw_curves(run_dir: Path, epochs: int) -> None:
-    """curves.png. A signal meanwhile skips it, saying that the run itself is complete."""
-    try:
-        runs.draw_curves(run_dir)
-    except (KeyboardInterrupt, SystemExit) as stop:
-        code = 128 + signal.SIGINT if isinstance(stop, KeyboardInterrupt) else stop.code
-        if not isinstance(code, int) or code <= 128:
-            raise  # not a signal
-        (run_dir / runs.CURVES).unlink(missing_ok=True)  # half drawn, if at all
-        raise Interrupted(
-            f"{signal.Signals(code - 128).name} while drawing {runs.CURVES}: the run is complete "
-            f"({epochs} epochs; metrics.csv, {runs.LAST} and {runs.BEST} are kept in {run_dir}); "
-            f"only {runs.CURVES} is missing",
-            exit_code=code,
-        ) from None
-
-
-@contextmanager
 def _closing(observers: list[Observer]) -> Iterator[None]:
     try:
         yield
@@ -488,26 +399,7 @@ def _interrupted(run: Run, stop: dict[str, int], elapsed: float) -> Interrupted:
     if distributed.is_main():
         save_checkpoint(state, run.run_dir / runs.LAST)
     distributed.barrier()  # no rank exits before last.pt is on disk
-    return Interrupted(
-        f"{signal.Signals(signum).name}: stopped at epoch {run.progress.epoch + 1}, batch "
-        f"{run.progress.step}; resume with: {command()} train --resume {run.run_dir}",
-        exit_code=128 + signum,
-    )
-
-
-def _diverged(run: Run, batch_loss: float, lr: float) -> Diverged:
-    progress = run.progress
-    kept = (
-        f"Metrics so far are in {run.run_dir / runs.METRICS}, "
-        f"the last good checkpoint is {run.run_dir / runs.LAST}"
-        if progress.epoch
-        else "Nothing was saved: it diverged in the first epoch"
-    )
-    return Diverged(
-        f"loss became {batch_loss} at epoch {progress.epoch + 1}, batch {progress.step + 1} "
-        f"with optimizer.lr={lr:g}: the steps are too large; try a smaller lr "
-        f"(e.g. --set optimizer.lr={run.config.optimizer.lr / 10:g}). {kept}"
-    )
+    return stopping.interrupted(signum, run.run_dir, run.progress.epoch, run.progress.step)
 
 
 def _saved_normalization(

@@ -35,7 +35,7 @@ def iteration(args: argparse.Namespace) -> None:
     from catdog.builders import build_model, make_optimizer
     from catdog.config import load_config
     from catdog.losses import LOSSES
-    from catdog.train import train_step
+    from catdog.train_step import train_step
 
     config = load_config(args.config)
     batch = config.train.batch_size if isinstance(config.train.batch_size, int) else 128

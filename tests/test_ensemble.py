@@ -14,7 +14,7 @@ from catdog.experiment import run
 from catdog.losses import LOSSES
 from catdog.optim import build_optimizer
 from catdog.runs import read_metrics
-from catdog.train import train_step
+from catdog.train_step import train_step
 from tests.helpers import assert_resume_matches_whole, catdog, member, small_config
 
 

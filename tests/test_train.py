@@ -9,7 +9,8 @@ from catdog.config import Config, ConfigError, load_config
 from catdog.errors import Diverged
 from catdog.experiment import run
 from catdog.runs import new_run_dir, read_metrics
-from catdog.train import learning_rate, train
+from catdog.train import train
+from catdog.train_step import learning_rate
 from tests.helpers import assert_resume_matches_whole, small_config, without_time
 
 
