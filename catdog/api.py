@@ -20,6 +20,7 @@ import copy
 import io
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,55 @@ def load(
     return config, label
 
 
+@dataclass(frozen=True)
+class Training:
+    """A run about to train: its validated config and, on a resume, the `last.pt` it continues."""
+
+    config: "Config"
+    label: str  # the new run folder's name stem
+    source: str  # where the config came from, for error messages
+    checkpoint: dict[str, Any] | None = None  # read once, handed to the loop
+
+
+def prepare_training(
+    config_or_path: "Config | str | os.PathLike[str] | None" = None,
+    *,
+    progress: bool | None = False,
+    resume: str | os.PathLike[str] | None = None,
+    sets: Sequence[str] = (),
+    label: str | None = None,
+    **overrides: Any,
+) -> Training:
+    """Everything `train` checks before any work: the config parsed once, `last.pt` read once."""
+    from catdog.runs import RESUMABLE_KEYS, load_resume
+
+    if progress is not None:
+        overrides = {"train.progress": progress, **overrides}
+    if resume is None:
+        config, stem = load(config_or_path, sets, overrides)
+        source = f"{config_or_path}" if config_or_path is not None else "the default config"
+        return Training(config, label or stem, source)
+    for key in overrides:
+        if key.replace("__", ".") not in RESUMABLE_KEYS:
+            raise ConfigError(f"{key}: only {', '.join(RESUMABLE_KEYS)} change on a resume")
+    config, checkpoint = load_resume(Path(expand_path(resume)), list(sets))
+    config, _ = load(config, (), overrides)
+    return Training(config, "run", f"the run's config ({checkpoint['path']})", checkpoint)
+
+
+def run_training(training: Training, quiet: bool = True) -> "Summary":
+    """Train what `prepare_training` checked: into a new run folder, or on into the resumed one."""
+    from catdog.experiment import run
+    from catdog.train import train as train_into
+
+    config, checkpoint = training.config, training.checkpoint
+    resuming = checkpoint is not None
+    with _data_errors(config, training.source, suggest=not resuming), _quiet(quiet):
+        if checkpoint is None:
+            return run(config, label=training.label)
+        return train_into(config, Path(checkpoint["path"]).parent, checkpoint=checkpoint)
+
+
 def train(
     config_or_path: "Config | str | os.PathLike[str] | None" = None,
     *,
@@ -79,27 +129,10 @@ def train(
     epoch lines (warnings still go to stderr); `sets` are `--set` strings (YAML values);
     `label` names the run folder (`LABEL-<time>`; default: the config file's name).
     """
-    from catdog.experiment import run
-    from catdog.runs import RESUMABLE_KEYS, load_resume
-    from catdog.train import train as train_into
-
-    if progress is not None:
-        overrides = {"train.progress": progress, **overrides}
-    if resume is not None:
-        resume_dir = Path(expand_path(resume))
-        for key in overrides:
-            if key.replace("__", ".") not in RESUMABLE_KEYS:
-                raise ConfigError(f"{key}: only {', '.join(RESUMABLE_KEYS)} change on a resume")
-        config, checkpoint = load_resume(resume_dir, list(sets))
-        config, _ = load(config, (), overrides)
-        source = f"the run's config ({checkpoint['path']})"
-        with _data_errors(config, source), _quiet(quiet):
-            return train_into(config, Path(checkpoint["path"]).parent, checkpoint=checkpoint)
-    config, stem = load(config_or_path, sets, overrides)
-    label = label or stem
-    source = f"{config_or_path}" if config_or_path is not None else "the default config"
-    with _data_errors(config, source, suggest=True), _quiet(quiet):
-        return run(config, label=label)
+    training = prepare_training(
+        config_or_path, progress=progress, resume=resume, sets=sets, label=label, **overrides
+    )
+    return run_training(training, quiet)
 
 
 def evaluate(

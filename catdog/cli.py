@@ -115,17 +115,17 @@ def train(
 ) -> None:
     """Train a network; the run's config, metrics and checkpoints go to a new run folder."""
     from catdog import api, distributed
-    from catdog.runs import load_resume
 
     resume = expanded(resume)
-    if resume is not None:
-        if config is not None:
-            raise ConfigError("--resume takes the config saved in the run; leave out --config")
-        cfg, checkpoint = load_resume(resume, set_)
-        resume = Path(checkpoint["path"]).parent  # RUN/last.pt names its run folder too
-    else:
-        cfg, _ = api.load(config, set_)
+    if resume is not None and config is not None:
+        raise ConfigError("--resume takes the config saved in the run; leave out --config")
+    # The config parsed once and last.pt read once, here; the loop takes both as they are.
+    # progress=None: the config's progress bar; quiet=False: the epoch lines shown.
+    training = api.prepare_training(config, resume=resume, sets=set_, progress=None)
+    cfg = training.config
     if nproc is not None:
+        if training.checkpoint is not None:
+            resume = Path(training.checkpoint["path"]).parent  # RUN/last.pt names its run too
         # Refuse here, once, what every worker would refuse; then run this command in each.
         os.environ.setdefault("CATDOG_COMMAND", command())  # the workers' hints: this command
         distributed.check_distributed(cfg, nproc, distributed.rank_device(cfg.device, nproc - 1))
@@ -133,8 +133,7 @@ def train(
         args = [str(part) for key, value in options if value is not None for part in (key, value)]
         raise typer.Exit(distributed.launch(nproc, ["train", *args]))
     with distributed.process_group(cfg.device):
-        # The API's own function, with the config's progress bar and the epoch lines shown.
-        summary = api.train(config, resume=resume, sets=set_, progress=None, quiet=False)
+        summary = api.run_training(training, quiet=False)
         if not distributed.is_main():
             return
     best = (

@@ -149,3 +149,50 @@ def test_whitening_runs_in_float32_under_bf16_autocast() -> None:
         inside = layer(x.bfloat16())
     assert inside.dtype == torch.float32
     torch.testing.assert_close(inside, layer(x.bfloat16().float()), rtol=0, atol=0)
+
+
+def test_the_cli_parses_a_config_once_and_reads_last_pt_once_on_resume(
+    demo_photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One trip YAML → Config → checkpoint: the command checks what it was given, then the loop
+    takes that same config, and a resume hands the one loaded last.pt to the loop."""
+    from typer.testing import CliRunner
+
+    from catdog import checkpoint as checkpoint_module
+    from catdog.cli import app
+    from tests.helpers import REPO, TINY_RUN
+
+    validated: list[object] = []
+    loaded: list[str] = []
+    real_validate = Config.model_validate.__func__  # type: ignore[attr-defined]
+    real_load = torch.load
+
+    def counting_validate(cls: type[Config], data: object, **kwargs: object) -> Config:
+        validated.append(data)
+        return real_validate(cls, data, **kwargs)
+
+    def counting_load(path: object, *args: object, **kwargs: object) -> object:
+        loaded.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(Config, "model_validate", classmethod(counting_validate))
+    monkeypatch.setattr(checkpoint_module.torch, "load", counting_load)
+    runs = tmp_path / "runs"
+    options = [
+        "--set", f"data.root={demo_photos}", "--set", f"output.dir={runs}",
+        "--set", "output.name=once", *TINY_RUN,
+    ]  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["train", "--config", str(REPO / "configs/demo.yaml"), *options]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(validated) == 1 and loaded == []
+    assert len(read_metrics(runs / "once" / "metrics.csv")) == 2
+
+    validated.clear()
+    resumed = ["train", "--resume", str(runs / "once"), "--set", "train.epochs=3"]
+    result = CliRunner().invoke(app, resumed)
+    assert result.exit_code == 0, result.output
+    assert len(validated) == 1
+    assert [Path(p).name for p in loaded] == ["last.pt"]
+    assert len(read_metrics(runs / "once" / "metrics.csv")) == 3
