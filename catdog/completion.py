@@ -58,6 +58,7 @@ _catdog() {
     done
     (( ${#spaced} )) && compadd -- $spaced
     (( ${#joined} )) && compadd -S '' -- $joined
+    return 0  # matches were added: zsh's convention (1 would mean none)
 }
 compdef _catdog catdog
 """

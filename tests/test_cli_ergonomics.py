@@ -109,18 +109,31 @@ def test_config_show_is_the_resolved_yaml_marking_changes(tmp_path: Path) -> Non
 # --- completion -------------------------------------------------------------------------------
 
 
-def complete_in_bash(tmp_path: Path, line: str) -> list[str]:
-    """COMPREPLY of the generated bash script for the command line `line` (cursor at its end)."""
-    script = catdog("completion", "bash")
+def completion_setup(tmp_path: Path, shell: str) -> tuple[Path, dict[str, str]]:
+    """The generated script for `shell`, and an environment with `catdog` on the PATH."""
+    script = catdog("completion", shell)
     assert script.returncode == 0, script.stderr
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     wrapper = bin_dir / "catdog"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m catdog "$@"\n')
     wrapper.chmod(0o755)
-    (tmp_path / "catdog.bash").write_text(script.stdout)
+    path = tmp_path / f"catdog.{shell}"
+    path.write_text(script.stdout)
+    return path, {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run_shell(argv: list[str], env: dict[str, str]) -> list[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def complete_in_bash(tmp_path: Path, line: str) -> list[str]:
+    """COMPREPLY of the generated bash script for the command line `line` (cursor at its end)."""
+    script, env = completion_setup(tmp_path, "bash")
     driver = (
-        f"source {tmp_path / 'catdog.bash'}\n"
+        f"source {script}\n"
         'COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}\n'
         'read -ra COMP_WORDS <<< "$COMP_LINE"\n'
         '[[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")\n'
@@ -128,15 +141,33 @@ def complete_in_bash(tmp_path: Path, line: str) -> list[str]:
         "_catdog_completion catdog\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    result = subprocess.run(
-        ["bash", "-c", driver, "driver", line],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    return run_shell(["bash", "-c", driver, "driver", line], env)
+
+
+def complete_in_zsh(tmp_path: Path, line: str) -> list[str]:
+    """What the generated zsh function hands `compadd` for `line`, one call a line.
+
+    `compadd` and `compdef` exist only inside zsh's completion system (a key press in an
+    interactive shell), so they are stood in for by functions that print their arguments;
+    everything else is the real script in a real zsh.
+    """
+    script, env = completion_setup(tmp_path, "zsh")
+    driver = (
+        "compdef() { :; }\n"
+        'compadd() { print -r -- "${(j:|:)@}"; }\n'
+        "_files() { print -r -- FILES; }\n"
+        f"source {script}\n"
+        'words=(${(z)1}); [[ $1 == *" " ]] && words+=("")\n'
+        "CURRENT=${#words}\n"
+        "_catdog\n"
     )
-    assert result.returncode == 0, result.stderr
-    return [reply for reply in result.stdout.splitlines() if reply]
+    return run_shell(["zsh", "-fc", driver, "driver", line], env)
+
+
+def complete_in_fish(tmp_path: Path, line: str) -> list[str]:
+    """fish's own `complete -C LINE` with the generated script loaded: value TAB help."""
+    script, env = completion_setup(tmp_path, "fish")
+    return run_shell(["fish", "-c", f"source {script}; complete -C $argv[1]", line], env)
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash here")
@@ -157,6 +188,32 @@ def test_completion_scripts_for_zsh_and_fish() -> None:
         assert result.returncode == 0, result.stderr
         assert f"_CATDOG_COMPLETE=complete_{shell}" in result.stdout
     assert catdog("completion", "tcsh").returncode == 2
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh here")
+def test_zsh_completion_of_set_keys_and_values(tmp_path: Path) -> None:
+    # A section or a key goes on without a space (-S ''); a command or a value takes one.
+    assert complete_in_zsh(tmp_path, "catdog train --set optim") == ["-S||--|optimizer."]
+    (keys,) = complete_in_zsh(tmp_path, "catdog train --set optimizer.")
+    assert {"optimizer.lr=", "optimizer.beta="} <= set(keys.split("|"))
+    assert complete_in_zsh(tmp_path, "catdog train --set optimizer.name=a") == [
+        "--|optimizer.name=adam"
+    ]
+    assert complete_in_zsh(tmp_path, "catdog tr") == ["--|train"]
+    assert complete_in_zsh(tmp_path, "catdog train --config ne") == ["--|nesterov"]
+    assert complete_in_zsh(tmp_path, "catdog evaluate /") == ["FILES"]  # zsh's own paths
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="no fish here")
+def test_fish_completion_of_set_keys_and_values(tmp_path: Path) -> None:
+    assert complete_in_fish(tmp_path, "catdog train --set optim") == ["optimizer."]
+    keys = [
+        reply.split("\t")[0] for reply in complete_in_fish(tmp_path, "catdog train -s optimizer.")
+    ]
+    assert {"optimizer.lr=", "optimizer.beta="} <= set(keys)
+    (adam,) = complete_in_fish(tmp_path, "catdog train --set optimizer.name=a")
+    assert adam.split("\t")[0] == "optimizer.name=adam" and "rmsprop" in adam  # with its help
+    assert [r.split("\t")[0] for r in complete_in_fish(tmp_path, "catdog tr")] == ["train"]
 
 
 # --- paths that work from anywhere --------------------------------------------------------------
