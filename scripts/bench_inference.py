@@ -91,7 +91,7 @@ def checkout(ref: str, folder: Path) -> Path:
 def row(label: str, seconds: float, megabytes: float, photos: int | None = None) -> str:
     rate = f"{photos / seconds:9,.0f} photos/s" if photos else " " * 18
     memory = "" if megabytes != megabytes else f"{megabytes:7.0f} MB"  # nan: not measured
-    return f"  {label:<54} {seconds:7.2f} s  {rate}  {memory}"
+    return f"  {label:<64} {seconds:7.2f} s  {rate}  {memory}"
 
 
 def in_process(run: Path, photos: Path, work: Path, count: int) -> None:
@@ -136,7 +136,7 @@ def main() -> None:
         print(f"{args.photos:,} photos of {PHOTOS}, {os.cpu_count()} CPUs; runs:")
         for side, (_, run) in sides.items():
             print(f"  {side}: {run}")
-        print(f"  {'':<54} {'wall':>9}  {'throughput':>18}  {'peak RSS':>10}")
+        print(f"  {'':<64} {'wall':>9}  {'throughput':>18}  {'peak RSS':>10}")
         # Each job for every side in turn, so a change in the machine's load hits both alike.
         for job in ("evaluate", "predict"):
             for state in ("cold", "cached"):
