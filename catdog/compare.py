@@ -13,6 +13,7 @@ per distinct data section, and writes `comparison.png`, `summary.md` and `summar
 run. `--seeds`, `--jobs`, `--tune`, Ctrl-C and `--resume` are `catdog.sweep`'s.
 """
 
+import copy
 import itertools
 import json
 import math
@@ -79,8 +80,9 @@ def plan(
     configs: list[Config] = []
     sources: list[str] = []
     for path in config_paths:
+        base = read_config_file(path)  # once per file, however many grid combinations
         for values in itertools.product(*(values for _, values in axes)):
-            data = read_config_file(path)
+            data = copy.deepcopy(base)
             for assignment in overrides:
                 apply_override(data, assignment)
             data["seed"] = seed
