@@ -280,6 +280,13 @@ def _draw(
         draws["brightness"] = _uniform(rows, augment.brightness, generator)
     if augment.contrast:
         draws["contrast"] = _uniform(rows, augment.contrast, generator)
+    # Drawn last, so that configs without them keep the random streams they always had.
+    if augment.zoom:
+        draws["zoom"] = _uniform(rows, augment.zoom, generator)
+    if augment.rotate:
+        draws["angle"] = torch.deg2rad(
+            augment.rotate * (2.0 * torch.rand(rows, generator=generator) - 1.0)
+        )
     return draws
 
 
@@ -298,9 +305,12 @@ def _uniform(rows: int, spread: float, generator: torch.Generator) -> Tensor:
 
 
 def _augment(unit: Tensor, augment: AugmentConfig, draws: dict[str, Tensor]) -> Tensor:
-    """Apply the drawn flips, shifts and colour changes to a (B, C, S, S) batch in [0, 1]."""
+    """Apply the drawn flips, shifts, zooms, rotations and colour changes to a (B, C, S, S)
+    batch in [0, 1]."""
     if "flip" in draws or "shift" in draws:
         unit = _flip_and_shift(unit, draws.get("flip"), draws.get("shift"))
+    if "zoom" in draws or "angle" in draws:
+        unit = zoom_and_rotate(unit, draws.get("zoom"), draws.get("angle"))
     if "brightness" in draws:
         unit = (unit * draws["brightness"][:, None, None, None]).clamp(0.0, 1.0)
     if "contrast" in draws:
@@ -324,6 +334,27 @@ def _flip_and_shift(unit: Tensor, flip: Tensor | None, shift: Tensor | None) -> 
     images = torch.arange(batch, device=unit.device)[:, None, None, None]
     planes = torch.arange(channels, device=unit.device)[None, :, None, None]
     return unit[images, planes, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def zoom_and_rotate(unit: Tensor, zoom: Tensor | None, angle: Tensor | None) -> Tensor:
+    """Image b scaled by zoom[b] and turned clockwise on screen by angle[b] radians, about its
+    centre: output pixel p reads input R(angle) p / zoom, bilinearly, the border reflected.
+    Coordinates are pixel centres (align_corners=False), so zoom 1 and angle 0 give the batch
+    back, and a quarter turn is `torch.rot90(k=-1)` exactly."""
+    batch = unit.shape[0]
+    if batch == 0:  # a rank's share of a short last batch; affine_grid refuses it
+        return unit
+    zoom = torch.ones(batch, device=unit.device) if zoom is None else zoom
+    angle = torch.zeros(batch, device=unit.device) if angle is None else angle
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    zero = torch.zeros_like(cos)
+    # x runs right and y down (grid_sample's convention), so this rotation turns clockwise.
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+    theta = theta.to(device=unit.device, dtype=unit.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(unit.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(
+        unit, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def _reflect(index: Tensor, size: int) -> Tensor:

@@ -54,10 +54,11 @@ class Section(BaseModel):
 class AugmentConfig(Section):
     """Random changes to each training photo, done on whole batches as tensor operations; 0 = off.
 
-    In order: mirror, shift, brightness, contrast (values clamped to [0, 1] after each colour
-    step), then mixup (Zhang et al., 2018): each photo i of a batch is blended with a partner
-    j = π(i) of the same batch (π a random permutation), x̃_i = λ_i x_i + (1 - λ_i) x_j and
-    ỹ_i = λ_i y_i + (1 - λ_i) y_j, λ_i ~ Beta(α, α); labels become soft targets in [0, 1].
+    In order: mirror, shift, zoom and rotation, brightness, contrast (values clamped to [0, 1]
+    after each colour step), then mixup (Zhang et al., 2018): each photo i of a batch is blended
+    with a partner j = π(i) of the same batch (π a random permutation),
+    x̃_i = λ_i x_i + (1 - λ_i) x_j and ỹ_i = λ_i y_i + (1 - λ_i) y_j, λ_i ~ Beta(α, α); labels
+    become soft targets in [0, 1].
     """
 
     hflip: bool = False
@@ -71,10 +72,18 @@ class AugmentConfig(Section):
     """Blend with the photo's mean grey, c·x + (1 - c)·mean, c ~ U[1 - contrast, 1 + contrast]."""
     mixup: float = Field(0.0, ge=0.0, allow_inf_nan=False)
     """Mixup's α: blend each photo and its label with another of the batch, weight ~ Beta(α, α)."""
+    zoom: float = Field(0.0, ge=0.0, lt=1.0)
+    """Scale each photo about its centre by z ~ U[1 - zoom, 1 + zoom] (z > 1 zooms in), sampled
+    bilinearly with the border reflected; after the shift, before the colour changes."""
+    rotate: float = Field(0.0, ge=0.0, le=180.0)
+    """Rotate each photo about its centre by θ ~ U[-rotate, rotate] degrees, with the zoom."""
 
     @property
     def active(self) -> bool:
-        return bool(self.hflip or self.shift or self.brightness or self.contrast or self.mixup)
+        return bool(
+            self.hflip or self.shift or self.brightness or self.contrast or self.mixup
+            or self.zoom or self.rotate
+        )  # fmt: skip
 
 
 class DataConfig(Section):

@@ -1,5 +1,6 @@
 """channel_stats, to_inputs and Batches against numpy/torchvision references."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as tvf
 
-from catdog.batches import Batches, channel_stats, to_inputs
+from catdog.batches import Batches, channel_stats, to_inputs, zoom_and_rotate
 from catdog.config import AugmentConfig
 from catdog.data import DataError
 
@@ -132,8 +133,12 @@ def test_permutation_depends_only_on_seed_and_epoch() -> None:
     assert row_numbers(epoch_list(fresh, 3)[0][0]) != row_numbers(epoch_list(other_seed, 3)[0][0])
 
 
-ALL_AUGMENTS = AugmentConfig(hflip=True, shift=2, brightness=0.3, contrast=0.3)
-WITH_MIXUP = AugmentConfig(hflip=True, shift=2, brightness=0.3, contrast=0.3, mixup=0.4)
+ALL_AUGMENTS = AugmentConfig(
+    hflip=True, shift=2, brightness=0.3, contrast=0.3, zoom=0.15, rotate=12
+)
+WITH_MIXUP = AugmentConfig(
+    hflip=True, shift=2, brightness=0.3, contrast=0.3, zoom=0.15, rotate=12, mixup=0.4
+)
 
 
 @pytest.mark.parametrize("augment", [None, ALL_AUGMENTS, WITH_MIXUP])
@@ -245,6 +250,45 @@ def test_shift_matches_reflect_pad_and_crop() -> None:
         assert matches, "no reflect-pad crop gives this image"
         offsets.add(matches[0])
     assert len(offsets) > 10  # offsets vary across photos
+
+
+def test_zoom_and_rotate_closed_forms() -> None:
+    images = torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    ones, zeros = torch.ones(5), torch.zeros(5)
+    torch.testing.assert_close(zoom_and_rotate(images, ones, zeros), images, rtol=0, atol=1e-6)
+    quarter = zoom_and_rotate(images, None, torch.full((5,), math.pi / 2))
+    torch.testing.assert_close(quarter, torch.rot90(images, -1, dims=(-2, -1)), rtol=0, atol=1e-5)
+    grey = torch.full((5, 3, SIZE, SIZE), 0.3)
+    turned = zoom_and_rotate(grey, torch.linspace(0.8, 1.2, 5), torch.linspace(-1, 1, 5))
+    torch.testing.assert_close(turned, grey, rtol=0, atol=1e-6)  # reflection: nothing from outside
+
+
+def test_zoom_and_rotate_match_torchvision_inside_the_photo() -> None:
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as tvf
+
+    images = torch.rand(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    # Zoomed in by 1.45 or more, every sample of any turn lies inside the photo, where the
+    # border rule (ours reflects, torchvision fills) plays no part. torchvision's angle is
+    # clockwise, in degrees.
+    for zoom, angle in ((1.45, 0.0), (1.5, 0.7), (1.6, -2.5), (2.0, 3.1)):
+        ours = zoom_and_rotate(images, torch.full((6,), zoom), torch.full((6,), angle))
+        theirs = tvf.affine(
+            images, angle=math.degrees(angle), translate=[0, 0], scale=zoom, shear=[0.0, 0.0],
+            interpolation=InterpolationMode.BILINEAR,
+        )  # fmt: skip
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_zoom_and_rotation_change_photos_within_range() -> None:
+    originals, augmented = photos_and_augmented(AugmentConfig(zoom=0.2, rotate=20))
+    pairs = zip(augmented, originals, strict=True)
+    changed = [not torch.allclose(a, o, atol=1e-3) for a, o in pairs]
+    assert sum(changed) >= 60  # of 64: z and θ are continuous, so almost surely all differ
+    with pytest.raises(ValueError):
+        AugmentConfig(zoom=1.0)  # z would reach 0
+    with pytest.raises(ValueError):
+        AugmentConfig(rotate=181)
 
 
 def test_brightness_and_contrast_match_torchvision() -> None:
