@@ -1,0 +1,504 @@
+"""Issue 19, round two: the run-folder lock, signals before and after the loop, kill -9 in every
+phase of a run, Ctrl-C while the console script starts, and two odd command lines.
+
+Everything runs the real CLI in subprocesses and stops it with real signals. A signal is aimed at
+a phase by watching what the run shows from outside (its stdout lines, its files, the cache's
+temporary folder, the import log Python writes under PYTHONPROFILEIMPORTTIME), and the phase it
+landed in is then checked from the files it left; every wait is bounded by a timeout.
+"""
+
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from catdog import runs
+from catdog.runs import read_metrics
+from tests.helpers import (
+    REPO,
+    TINY_RUN,
+    assert_one_error_line,
+    catdog,
+    weights,
+    without_time,
+)
+
+CATDOG_SCRIPT = Path(sys.executable).parent / "catdog"  # the installed console script
+
+PHASE_RUN = [
+    "--set", "data.image_size=32", "--set", "model.hidden=[1024]", "--set", "model.dropout=0.2",
+    "--set", "optimizer.name=momentum", "--set", "train.batch_size=4", "--set", "train.epochs=3",
+    "--set", "train.progress=false", "--set", "train.threads=1", "--set", "data.workers=0",
+    "--set", "data.val_fraction=0.75", "--set", "eval.batch_size=1", "--set", "eval.tta=true",
+]  # fmt: skip
+"""3 epochs of 8 steps, with momentum and dropout (resume must restore both), 90 photos measured
+one at a time and mirrored (a validation long enough to aim at), and 25 MB checkpoints (a write
+long enough to land in)."""
+EPOCHS = 3
+
+
+# --- watching a run from outside ----------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.005):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+    return value
+
+
+class Lines:
+    """A stream read line by line on a thread, so that a test can wait for one line."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def wait_for(self, match: Callable[[str], bool], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self.queue.put(None)
+                break
+            self.seen.append(line)
+            if match(line):
+                return line
+        raise AssertionError(f"no such line within {timeout} s; saw {''.join(self.seen)[-3000:]}")
+
+    def rest(self, timeout: float = 60) -> str:
+        """Everything after what was seen, once the stream has ended."""
+        deadline = time.monotonic() + timeout
+        while (line := self.queue.get(timeout=max(0.01, deadline - time.monotonic()))) is not None:
+            self.seen.append(line)
+        self.queue.put(None)
+        return "".join(self.seen)
+
+
+@contextmanager
+def started(*args: str | Path, env: dict[str, str] | None = None) -> Iterator:  # type: ignore[type-arg]
+    """`catdog ARGS` running, its stdout and stderr read on threads; killed if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "catdog", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    process.out, process.err = Lines(process.stdout), Lines(process.stderr)  # type: ignore[attr-defined]
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+
+
+def epoch_line(epoch: int) -> Callable[[str], bool]:
+    return lambda line: line.startswith(f"epoch {epoch:>3}/")
+
+
+def metrics_rows(run_dir: Path) -> int:
+    path = run_dir / runs.METRICS
+    try:
+        return max(0, len(path.read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def completed_epochs(run_dir: Path) -> int | None:
+    if not (run_dir / runs.LAST).is_file():
+        return None
+    return torch.load(run_dir / runs.LAST, weights_only=True)["progress"]["epoch"]
+
+
+def write_photo(path: Path, seed: int, size: tuple[int, int]) -> Path:
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ramp = np.linspace(0, 200, width)[None, :, None] * rng.random(3)
+    pixels = np.clip(ramp + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def slow_folder(folder: Path, count: int = 300) -> Path:
+    """Many links to a few large photos: a first decode that takes seconds, on few bytes."""
+    sources = [write_photo(folder.parent / f"src{i}.jpg", i, (1024, 768)) for i in range(8)]
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"{'cat' if i % 2 else 'dog'}.{i}.jpg").symlink_to(sources[i % 8])
+    return folder
+
+
+def decoding(cache: Path) -> bool:
+    """A first decode is under way: its temporary entry folder exists in the cache."""
+    return any(cache.glob("*.tmp-*/pixels.npy"))
+
+
+def assert_no_traceback(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+
+# --- 1. one process trains a run folder ---------------------------------------------------------
+
+
+def test_a_resume_of_a_run_still_training_is_refused_in_one_line(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "busy"
+    args = ["--set", f"data.root={demo_photos}", "--set", f"output.dir={tmp_path}"]
+    args += ["--set", "output.name=busy", *TINY_RUN, "--set", "train.epochs=1000"]
+    args += ["--set", "train.batch_size=4"]
+    with started("train", *args) as first:
+        wait_until(lambda: (run_dir / runs.LAST).is_file(), 120, "the first epoch's last.pt")
+        assert (run_dir / runs.LOCK).read_text().split() == [str(first.pid)]
+        refused = catdog("train", "--resume", run_dir, timeout=120)
+        assert_one_error_line(refused, f"{run_dir}: process {first.pid} is training this run now")
+        assert first.poll() is None, "the first run must still be training"
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+        assert first.returncode == 128 + signal.SIGTERM, first.err.rest()
+    done = completed_epochs(run_dir)
+    assert done is not None and done >= 1
+    # One writer: one row per epoch the first run finished, each once, in order.
+    assert [int(row["epoch"]) for row in read_metrics(run_dir / runs.METRICS)] == list(
+        range(1, done + 1)
+    )
+    assert not (run_dir / runs.LOCK).exists()  # released with the run
+    again = catdog("train", "--resume", run_dir, "--set", f"train.epochs={done + 1}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(read_metrics(run_dir / runs.METRICS)) == done + 1
+
+
+# --- 2. a signal before the loop leaves no run folder -------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_first_decode_leaves_no_folder_to_block_the_name(
+    demo_photos: Path, tmp_path: Path, private_cache: Path, signum: int
+) -> None:
+    photos = slow_folder(tmp_path / "photos" / "slow")
+    named = ["--set", f"output.dir={tmp_path / 'runs'}", "--set", "output.name=again"]
+    with started("train", "--set", f"data.root={photos}", *named, *TINY_RUN) as process:
+        wait_until(lambda: decoding(private_cache), 120, "the first decode", poll=0.01)
+        process.send_signal(signum)
+        process.wait(timeout=120)
+        stderr = process.err.rest()
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert_no_traceback(stderr)
+    assert not (tmp_path / "runs" / "again").exists()
+    retry = catdog("train", "--set", f"data.root={demo_photos}", *named, *TINY_RUN)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert (tmp_path / "runs" / "again" / runs.LAST).is_file()
+
+
+# --- 3. a signal while curves.png is drawn ------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_plotting_says_the_run_is_complete(
+    demo_photos: Path, tmp_path: Path, signum: int
+) -> None:
+    """The signal is sent 0 to 0.4 s after the last epoch's line: after it the run leaves the
+    loop, then imports matplotlib and draws (over a second here). Each try is checked for the
+    outcome of where it landed; one of four must land in the plotting. (A SIGTERM sent the
+    instant the line appears is mostly lost: the run finishes, exit 0; see the report of
+    issue 19's round-two tests.)"""
+    outcomes = []
+    for attempt, delay in enumerate((0.0, 0.1, 0.2, 0.4)):
+        run_dir = tmp_path / f"plot{attempt}"
+        args = ["--set", f"data.root={demo_photos}", "--set", f"output.dir={tmp_path}"]
+        args += ["--set", f"output.name={run_dir.name}", *TINY_RUN]
+        with started("train", *args) as process:
+            process.out.wait_for(epoch_line(2), timeout=120)
+            time.sleep(delay)  # aimed into the plot (over a second); where it landed is checked
+            process.send_signal(signum)
+            process.wait(timeout=120)
+            stdout, stderr = process.out.rest(), process.err.rest()
+        assert_no_traceback(stderr)
+        assert completed_epochs(run_dir) == 2 and metrics_rows(run_dir) == 2
+        if process.returncode == 0:  # the signal came too late, or before the loop had ended
+            assert "run: " in stdout and (run_dir / runs.CURVES).is_file()
+            outcomes.append(f"finished ({delay} s)")
+            continue
+        assert process.returncode == 128 + signum, stderr[-3000:]
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert lines == [
+            f"{signal.Signals(signum).name} while drawing curves.png: the run is complete "
+            f"(2 epochs; metrics.csv, last.pt and best.pt are kept in {run_dir}); "
+            "only curves.png is missing"
+        ], stderr[-3000:]
+        assert not (run_dir / runs.CURVES).exists()
+        outcomes.append("plotting")
+        break
+    assert "plotting" in outcomes, outcomes
+
+
+# --- 4. kill -9 in every phase ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def whole_run(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PHASE_RUN trained without interruption: what every killed and resumed run must equal."""
+    folder = tmp_path_factory.mktemp("whole")
+    result = catdog(
+        "train", "--set", f"data.root={demo_photos}", "--set", f"output.dir={folder}",
+        "--set", "output.name=whole", *PHASE_RUN,
+        env={"CATDOG_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "whole"
+
+
+def reference_seconds(whole: Path) -> tuple[float, float]:
+    """(the training seconds of epoch 2, the validation seconds of epoch 1) in the whole run."""
+    rows = read_metrics(whole / runs.METRICS)
+    return rows[1]["seconds"], rows[0]["elapsed"] - rows[0]["seconds"]
+
+
+def kill_in_phase(phase: str, process, run_dir: Path, whole: Path, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+    """Wait for `phase` of the run in `process` to begin, kill -9 at a random moment of it."""
+    train_2, validation = reference_seconds(whole)
+    if phase == "first epoch":
+        process.out.wait_for(lambda line: line.lstrip().startswith("optimizer"), timeout=120)
+        time.sleep(rng.uniform(0.0, 0.8 * train_2))
+    elif phase == "validation":  # epoch 2's: after its steps, before its metrics row
+        process.out.wait_for(epoch_line(1), timeout=120)
+        time.sleep(train_2 + rng.uniform(0.2, 0.8) * validation)
+    elif phase == "checkpoint write":  # epoch 2's row is written just before its checkpoints
+        wait_until(lambda: metrics_rows(run_dir) >= 2, 120, "epoch 2's metrics row", poll=0.002)
+        time.sleep(rng.uniform(0.0, 0.06))
+    elif phase == "plotting":
+        process.out.wait_for(epoch_line(EPOCHS), timeout=120)
+        time.sleep(rng.uniform(0.0, 0.15))
+    process.kill()
+    process.wait(timeout=60)
+
+
+def landed(phase: str, run_dir: Path, stdout: str) -> bool:
+    """Whether the files left behind show the kill landed in `phase`."""
+    if phase == "first epoch":  # trained (config.yaml is written) but no epoch finished
+        return (run_dir / runs.CONFIG).is_file() and metrics_rows(run_dir) == 0
+    if phase == "validation":  # epoch 1 recorded, epoch 2 not yet
+        return metrics_rows(run_dir) == 1 and completed_epochs(run_dir) == 1
+    if phase == "checkpoint write":  # a write cut short leaves its temporary file
+        return any(run_dir.glob(".*.pt.*.tmp"))
+    assert phase == "plotting"  # the run complete, the summary after the plot not printed
+    return completed_epochs(run_dir) == EPOCHS and "run: " not in stdout
+
+
+NOTHING_SAVED_BLOCKS_THE_NAME = pytest.mark.xfail(
+    strict=True,
+    reason="bug: a kill -9 before the first last.pt leaves RUN (with .training, config.yaml) "
+    "behind; the same output.name is then refused ('already exists ... --resume RUN') and "
+    "--resume RUN fails ('no best.pt or last.pt'): catdog.runs.new_run_dir",
+)
+
+PHASES = [
+    pytest.param("first epoch", 0, marks=NOTHING_SAVED_BLOCKS_THE_NAME),
+    pytest.param("validation", 0),
+    pytest.param("checkpoint write", 0),
+    pytest.param("plotting", 0),
+    *(
+        pytest.param(phase, seed, marks=pytest.mark.slow)
+        for seed in (1, 2)
+        for phase in ("validation", "checkpoint write", "plotting")
+    ),
+]
+
+
+@pytest.mark.parametrize(("phase", "seed"), PHASES)
+def test_kill_9_in_a_phase_then_the_next_command_ends_as_the_whole_run(
+    demo_photos: Path, tmp_path: Path, whole_run: Path, phase: str, seed: int
+) -> None:
+    rng = random.Random(f"{phase}/{seed}")
+    fresh = ["train", "--set", f"data.root={demo_photos}", "--set", f"output.dir={tmp_path}"]
+    for attempt in range(4):  # a kill that missed its phase is tried again, at another moment
+        run_dir = tmp_path / f"cut{attempt}"
+        command = [*fresh, "--set", f"output.name={run_dir.name}", *PHASE_RUN]
+        with started(*command) as process:
+            kill_in_phase(phase, process, run_dir, whole_run, rng)
+            stdout = process.out.rest()
+        assert process.returncode == -signal.SIGKILL
+        if landed(phase, run_dir, stdout):
+            break
+    else:
+        pytest.fail(f"no kill of 4 landed in the {phase} phase")
+
+    # The next command: resume what was saved, else the same command again.
+    saved = (run_dir / runs.LAST).is_file()
+    after = catdog("train", "--resume", run_dir) if saved else catdog(*command)
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert_no_traceback(after.stderr)
+    resumed, whole = weights(run_dir), weights(whole_run)
+    assert resumed.keys() == whole.keys()
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)  # bitwise
+    assert without_time(read_metrics(run_dir / runs.METRICS)) == without_time(
+        read_metrics(whole_run / runs.METRICS)
+    )
+    assert (run_dir / runs.CURVES).is_file()
+    assert not list(run_dir.glob(".*.tmp"))  # no checkpoint leftover stays behind
+
+
+@NOTHING_SAVED_BLOCKS_THE_NAME
+def test_kill_9_during_the_first_decode_then_the_same_command_trains(
+    tmp_path: Path, private_cache: Path
+) -> None:
+    photos = slow_folder(tmp_path / "photos" / "slow", count=200)
+    command = ["train", "--set", f"data.root={photos}", "--set", f"output.dir={tmp_path}"]
+    command += ["--set", "output.name=decoded", *TINY_RUN]
+    with started(*command) as process:
+        wait_until(lambda: decoding(private_cache), 120, "the first decode", poll=0.01)
+        time.sleep(random.Random(0).uniform(0.0, 0.3))
+        assert decoding(private_cache)  # still decoding: nothing else has begun
+        process.kill()
+        process.wait(timeout=60)
+    assert not (tmp_path / "decoded" / runs.CONFIG).exists()  # it died before training
+    again = catdog(*command, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert completed_epochs(tmp_path / "decoded") == 2
+
+
+# --- 5. Ctrl-C while the console script starts -------------------------------------------------
+
+
+def console_script_train(tmp_path: Path, photos: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [CATDOG_SCRIPT, "train", "--set", f"data.root={photos}", "--set",
+         f"output.dir={tmp_path}", *TINY_RUN],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+KNOWN_STARTUP_BUGS = {
+    "console script": 'catdog", line 3, in <module>\n    from catdog.cli import main',
+    "numpy half imported": "AttributeError: module 'numpy' has no attribute",
+    "numpy imported twice": "ImportError: cannot load module more than once per process",
+}
+"""The marks of the two bugs `test_ctrl_c_at_each_import_of_the_console_script` pins down."""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.1, 0.2, 0.3, 0.5])
+def test_ctrl_c_while_the_console_script_starts_is_exit_130_without_a_traceback(
+    demo_photos: Path, tmp_path: Path, delay: float
+) -> None:
+    """Where a delay lands depends on the machine's load: one that lands in a known bug's window
+    (see below) is an xfail naming it; anything else must be exit 130 and no traceback."""
+    assert CATDOG_SCRIPT.is_file(), f"the console script is not installed at {CATDOG_SCRIPT}"
+    process = console_script_train(tmp_path, demo_photos)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    for bug, mark in KNOWN_STARTUP_BUGS.items():
+        if mark in stderr:
+            pytest.xfail(f"landed in a known bug's window ({bug}), exit {process.returncode}")
+    if process.returncode == 0:
+        pytest.xfail("landed in a known bug's window (Ctrl-C swallowed while torch imports numpy)")
+    if "Traceback" in stderr and str(CATDOG_SCRIPT) not in stderr.split("Traceback", 1)[1]:
+        pytest.xfail("landed in the interpreter's own start-up, before the script's first line")
+    assert_no_traceback(stderr)
+    assert process.returncode == 130, stderr[-3000:]
+
+
+def interrupted_after_import(tmp_path: Path, photos: Path, module: str) -> tuple[int, str]:
+    """SIGINT the console script the moment Python's import log says `module` was imported."""
+    process = console_script_train(tmp_path, photos, PYTHONPROFILEIMPORTTIME="1")
+    err = Lines(process.stderr)
+    try:
+        err.wait_for(lambda line: line.rsplit("|", 1)[-1].strip() == module, timeout=120)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+    stderr = err.rest()
+    return process.returncode, "".join(
+        line for line in stderr.splitlines(True) if not line.startswith("import time:")
+    )
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        pytest.param(
+            "typer",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="bug: the console script runs `from catdog.cli import main` outside "
+                "any handler, so Ctrl-C while catdog.cli imports is a traceback, exit -2",
+            ),
+        ),
+        pytest.param(
+            "numpy._globals",  # numpy's import has begun, inside torch._C's
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="bug: torch._C imports numpy and swallows a KeyboardInterrupt raised "
+                "in it: the run trains to the end, exit 0 (or, with numpy left half imported, "
+                "ends in an AttributeError traceback)",
+            ),
+        ),
+        "numpy",
+        "torch",
+    ],
+)
+def test_ctrl_c_at_each_import_of_the_console_script(
+    demo_photos: Path, tmp_path: Path, module: str
+) -> None:
+    code, stderr = interrupted_after_import(tmp_path, demo_photos, module)
+    assert_no_traceback(stderr)
+    assert code == 130, stderr[-3000:]
+
+
+# --- 6. odd command lines -----------------------------------------------------------------------
+
+
+def test_resume_of_the_last_pt_file_trains_on_into_its_run(
+    demo_photos: Path, tmp_path: Path
+) -> None:
+    common = ["--set", f"data.root={demo_photos}", "--set", f"output.dir={tmp_path}", *TINY_RUN]
+    whole = catdog("train", *common, "--set", "output.name=whole", "--set", "train.epochs=3")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    part = catdog("train", *common, "--set", "output.name=part")
+    assert part.returncode == 0, part.stderr[-3000:]
+    run_dir = tmp_path / "part"
+    resumed = catdog("train", "--resume", run_dir / runs.LAST, "--set", "train.epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"run: {run_dir} " in resumed.stdout
+    assert (run_dir / runs.LAST).is_file() and completed_epochs(run_dir) == 3
+    assert len(read_metrics(run_dir / runs.METRICS)) == 3
+    resumed, whole_weights = weights(run_dir), weights(tmp_path / "whole")
+    assert all(torch.equal(resumed[k], whole_weights[k]) for k in whole_weights)
+
+
+def test_compare_with_a_target_loss_of_nan_is_one_line(tmp_path: Path) -> None:
+    result = catdog(
+        "compare", REPO / "configs" / "demo.yaml", "--target-loss", "nan",
+        "--out-dir", tmp_path, "--name", "c",
+    )  # fmt: skip
+    assert_one_error_line(result, "--target-loss nan", "positive, finite")
+    assert list(tmp_path.iterdir()) == []
