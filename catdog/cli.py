@@ -67,6 +67,10 @@ def reports_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # numpy before torch: torch's own import of numpy swallows a Ctrl-C that lands in it
+        # (the command then runs on, or fails with numpy half imported); ours raises it.
+        import numpy  # noqa: F401
+
         try:
             return command(*args, **kwargs)
         except Interrupted as error:

@@ -9,9 +9,11 @@
 """
 
 import csv
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,47 @@ def new_run_dir(config: Config, label: str) -> Path:
             with _folder_errors(parent, "output.dir"):
                 run_dir.mkdir()
         except FileExistsError:
-            raise ConfigError(
-                f"output.name: run folder {run_dir} already exists; choose another name, "
-                f"or continue it with: {command()} train --resume {run_dir}"
-            ) from None
+            if not stopped_before_its_first_checkpoint(run_dir):
+                raise ConfigError(
+                    f"output.name: run folder {run_dir} already exists; choose another name, "
+                    f"or continue it with: {command()} train --resume {run_dir}"
+                ) from None
+            # Killed (kill -9, the OOM killer) before it saved anything: nothing to resume and
+            # nothing of value, so the same command starts it again instead of being refused.
+            for leftover in run_dir.iterdir():
+                leftover.unlink()
+            print(
+                f"note: {run_dir} held only what a run stopped before its first checkpoint "
+                "leaves; training into it afresh",
+                file=sys.stderr,
+            )
         return run_dir
     return fresh_folder(parent, label, "output.dir")
+
+
+# What a run writes before its first checkpoint: the config, the lock, and the observers' files
+# (steps.csv, the trajectory, TensorBoard events; tests check these names against their modules).
+BEFORE_FIRST_CHECKPOINT = (
+    CONFIG, LOCK, "steps.csv", "trajectory-start.pt", "trajectory.f16", "trajectory.steps",
+    "events.out.tfevents.*",
+)  # fmt: skip
+
+
+def stopped_before_its_first_checkpoint(run_dir: Path) -> bool:
+    """Whether `run_dir` holds only files of a run that ended before its first checkpoint (or
+    nothing), and no process is training it now."""
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return False
+    names = BEFORE_FIRST_CHECKPOINT
+    if not all(e.is_file() and any(fnmatch(e.name, n) for n in names) for e in entries):
+        return False
+    try:
+        with holding_now(run_dir / LOCK):
+            return True
+    except (Held, OSError):
+        return False  # a live process trains it, or the folder can't be written
 
 
 def fresh_folder(parent: Path, label: str, key: str) -> Path:
@@ -149,6 +186,11 @@ def load_resume(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> t
                 f"--set {key}: only {', '.join(RESUMABLE_KEYS[:-1])} and {RESUMABLE_KEYS[-1]} "
                 "can change on --resume"
             )
+    if run_dir.is_dir() and stopped_before_its_first_checkpoint(run_dir):
+        raise ConfigError(
+            f"{run_dir}: its run stopped before its first checkpoint, so there is nothing to "
+            "resume; start it again with the command that started it (the folder is reused)"
+        )
     checkpoint = load_checkpoint(run_dir, prefer=LAST)
     data = checkpoint["config"]
     for assignment in overrides:

@@ -39,12 +39,19 @@ def draw_curves(run_dir: Path, epochs: int) -> None:
         if not isinstance(code, int) or code <= 128:
             raise  # not a signal
         (run_dir / runs.CURVES).unlink(missing_ok=True)  # half drawn, if at all
-        raise Interrupted(
-            f"{signal.Signals(code - 128).name} while drawing {runs.CURVES}: the run is complete "
-            f"({epochs} epochs; metrics.csv, {runs.LAST} and {runs.BEST} are kept in {run_dir}); "
-            f"only {runs.CURVES} is missing",
-            exit_code=code,
+        raise complete_but_curves(
+            code - 128, f"while drawing {runs.CURVES}", run_dir, epochs
         ) from None
+
+
+def complete_but_curves(signum: int, when: str, run_dir: Path, epochs: int) -> Interrupted:
+    """The error for a signal `when` the run had already saved its last epoch."""
+    return Interrupted(
+        f"{signal.Signals(signum).name} {when}: the run is complete ({epochs} epochs; "
+        f"metrics.csv, {runs.LAST} and {runs.BEST} are kept in {run_dir}); "
+        f"only {runs.CURVES} is missing",
+        exit_code=128 + signum,
+    )
 
 
 def diverged(

@@ -137,7 +137,12 @@ def _train(
             if patience is not None and progress.stale_epochs >= patience:
                 note(f"early stopping: no better validation accuracy for {patience} epochs")
                 break
+    # A signal after the last step's check (while the last epoch was measured and saved, say)
+    # is still honoured: the run is complete, so only the curves are skipped.
+    late = int(distributed.max_across(stop.get("signal", 0)))
     distributed.barrier()  # rank 0 has written everything before any rank returns
+    if late:
+        raise stopping.complete_but_curves(late, "after the last epoch", run_dir, progress.epoch)
     rows = runs.run_metrics(run_dir)
     if distributed.is_main():  # under DDP one writer: rank 0
         stopping.draw_curves(run_dir, progress.epoch)

@@ -196,3 +196,30 @@ def test_the_cli_parses_a_config_once_and_reads_last_pt_once_on_resume(
     assert len(validated) == 1
     assert [Path(p).name for p in loaded] == ["last.pt"]
     assert len(read_metrics(runs / "once" / "metrics.csv")) == 3
+
+
+def test_the_files_a_run_writes_before_its_first_checkpoint_are_the_ones_runs_knows() -> None:
+    """`runs.BEFORE_FIRST_CHECKPOINT` decides which folders the same command may take over after
+    a kill: it must name every file the observers write, under their own modules' names."""
+    from fnmatch import fnmatch
+
+    from catdog import runs, step_log, trajectory
+
+    names = runs.BEFORE_FIRST_CHECKPOINT
+    written = [runs.CONFIG, runs.LOCK, step_log.STEPS, trajectory.START, trajectory.ROWS]
+    written += [trajectory.STEPS, "events.out.tfevents.1764684000.host.123.0"]
+    assert all(any(fnmatch(name, pattern) for pattern in names) for name in written)
+    assert not any(fnmatch(kept, pattern) for kept in (runs.LAST, runs.BEST, runs.METRICS)
+                   for pattern in names)  # fmt: skip
+
+
+def test_a_folder_with_a_stranger_file_or_a_checkpoint_is_never_taken_over(tmp_path: Path) -> None:
+    from catdog import runs
+
+    (tmp_path / runs.CONFIG).write_text("seed: 0\n")
+    assert runs.stopped_before_its_first_checkpoint(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert not runs.stopped_before_its_first_checkpoint(tmp_path)
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / runs.LAST).write_bytes(b"")
+    assert not runs.stopped_before_its_first_checkpoint(tmp_path)
