@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
+from PIL import Image
 from torch import nn
 
 from catdog.config import Config, load_config
@@ -159,3 +161,14 @@ def resume(config: Config, run_dir: Path):
     from catdog.checkpoint import load_checkpoint
 
     return train(config, run_dir, checkpoint=load_checkpoint(run_dir, prefer="last.pt"))
+
+
+def write_photo(path: Path, seed: int, size: tuple[int, int] = (48, 36)) -> Path:
+    """A seeded JPEG (a coloured ramp under noise) of `size` (width, height) at `path`."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ramp = np.linspace(0, 200, width)[None, :, None] * rng.random(3)
+    pixels = np.clip(ramp + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path

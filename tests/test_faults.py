@@ -31,22 +31,13 @@ from catdog.errors import DataError, UnreadablePhotoError
 from catdog.images import load_images
 from catdog.synthetic import make_demo_data
 from tests.helpers import catdog as run_catdog
+from tests.helpers import write_photo
 
 REPO_ROOT = Path(catdog.__file__).resolve().parents[1]
 SIZE = 16
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def write_photo(path: Path, seed: int, size: tuple[int, int] = (48, 36)) -> Path:
-    rng = np.random.default_rng(seed)
-    width, height = size
-    ramp = np.linspace(0, 200, width)[None, :, None] * rng.random(3)
-    pixels = np.clip(ramp + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def flat_folder(folder: Path, count: int = 8, suffix: str = "jpg") -> Path:

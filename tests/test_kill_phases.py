@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from catdog import runs
 from catdog.runs import read_metrics
@@ -33,6 +31,7 @@ from tests.helpers import (
     catdog,
     weights,
     without_time,
+    write_photo,
 )
 
 CATDOG_SCRIPT = Path(sys.executable).parent / "catdog"  # the installed console script
@@ -133,16 +132,6 @@ def completed_epochs(run_dir: Path) -> int | None:
     if not (run_dir / runs.LAST).is_file():
         return None
     return torch.load(run_dir / runs.LAST, weights_only=True)["progress"]["epoch"]
-
-
-def write_photo(path: Path, seed: int, size: tuple[int, int]) -> Path:
-    rng = np.random.default_rng(seed)
-    width, height = size
-    ramp = np.linspace(0, 200, width)[None, :, None] * rng.random(3)
-    pixels = np.clip(ramp + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def slow_folder(folder: Path, count: int = 300) -> Path:
