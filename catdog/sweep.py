@@ -24,6 +24,7 @@ the cores split between the processes (train.threads = cores / N, unless the con
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -302,10 +303,25 @@ def tune_each(folder: Path, settings: dict[str, Any]) -> list[Any]:
             prepare(request, place)
         print(f"\n[tune {index}/{len(settings['planned'])}] {run['label']}: {place}", flush=True)
         result = tune(place)
-        config = validate(run["config"], source=run["label"])
+        config, label = validate(run["config"], source=run["label"]), run["label"]
         if result.best is not None:
             best = read_config_file(place / "best.yaml")
             best["output"] = run["config"].get("output", {})
             config = validate(best, source=str(place / "best.yaml"))
-        planned.append(PlannedRun(config, run["label"], run["folder"]))
+            label = tuned_label(label, result.best.params)
+        planned.append(PlannedRun(config, label, run["folder"]))
     return planned
+
+
+def tuned_label(label: str, params: dict[str, Any]) -> str:
+    """The planned run's label with each searched key's planned value replaced by a note of the
+    value its tune chose: `optimizer.name=sgd, optimizer.lr=0.1` → `optimizer.name=sgd, tuned
+    optimizer.lr=0.117`, so the tables name what was trained."""
+    for key in params:  # a planned value is a scalar, or a list in brackets
+        label = re.sub(rf"(^|, ){re.escape(key)}=(\[[^\]]*\]|[^,]*)", "", label)
+    shown = ", ".join(
+        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in params.items()
+    )
+    label = label.strip(", ")
+    return f"{label}, tuned {shown}" if label else f"tuned {shown}"

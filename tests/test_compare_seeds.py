@@ -222,3 +222,17 @@ def test_compare_tune_tunes_each_run_then_runs_the_seeds(demo_photos: Path, tmp_
         for seed in (0, 1):
             run = next(folder.glob(f"*-{name}-seed{seed}"))
             assert yaml.safe_load((run / "config.yaml").read_text())["optimizer"]["lr"] == best
+        # The tables name the lr that was trained, not the config's.
+        summary = (folder / "summary.md").read_text()
+        assert f"optimizer.name={name}, tuned optimizer.lr={best:.3g} |" in summary
+
+
+def test_a_tuned_label_names_the_chosen_values_instead_of_the_planned_ones() -> None:
+    from catdog.sweep import tuned_label
+
+    planned = "optimizer.name=sgd, model.hidden=[512, 128], optimizer.lr=0.1"
+    assert tuned_label(planned, {"optimizer.lr": 0.11700558, "model.hidden": [256]}) == (
+        "optimizer.name=sgd, tuned optimizer.lr=0.117, model.hidden=[256]"
+    )
+    assert tuned_label("sgd", {"optimizer.lr": 0.5}) == "sgd, tuned optimizer.lr=0.5"
+    assert tuned_label("optimizer.lr=0.1", {"optimizer.lr": 0.5}) == "tuned optimizer.lr=0.5"
