@@ -11,8 +11,9 @@ the iteration's FLOPs at that rate: the bound no implementation of this network 
 
 `command` runs the whole `catdog train --config CONFIG` (start-up, decoding from the cache,
 compilation included) of this checkout and of a baseline revision (checked out with
-`git worktree` into a temporary folder), alternately, and prints wall time, peak RSS and the
-ratio. Both read the same photo cache, warmed before the first timed run.
+`git worktree` into a temporary folder), each with its own CONFIG (the recipe as it stood
+then), alternately, on the shared photos, and prints wall time, peak RSS and the ratio. Both
+read the same photo cache, warmed before the first timed run.
 
 The machine is noisy: compare ratios, not absolute times, and repeat.
 """
@@ -128,7 +129,11 @@ def command(args: argparse.Namespace) -> None:
         try:
             checkouts = {"this": REPO, f"baseline {args.baseline}": baseline}
             outputs = Path(work) / "runs"
+            # Each side trains its own default recipe; the photos are the shared ones either way
+            # (a relative data.root would resolve inside each checkout).
+            photos = REPO.parent / "shared" / "data" / "dogs-vs-cats" / "train"
             overrides = [
+                f"data.root={photos}",
                 f"train.epochs={args.epochs}",
                 "train.progress=false",
                 f"output.dir={outputs}",
@@ -174,7 +179,7 @@ def run_train(checkout: Path, config: str, overrides: list[str]) -> tuple[float,
     )
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", probe, "train", "--config", str(REPO / config), *sets],
+        [sys.executable, "-c", probe, "train", "--config", str(checkout / config), *sets],
         cwd=checkout,
         capture_output=True,
         text=True,
