@@ -45,6 +45,12 @@ def compare(
     objective: str = typer.Option(
         "val_loss", "--objective", help="With --tune: val_loss|val_accuracy."
     ),
+    holdout: float = typer.Option(
+        0.0,
+        "--holdout",
+        help="With --tune: share of the validation split no trial sees; each run's best trial "
+        "is measured on it (holdout.csv).",
+    ),
     resume: Path = typer.Option(None, "--resume", help="Continue the comparison in this folder."),
 ) -> None:
     """Train runs from one seed on the same data, then plot and tabulate them together.
@@ -73,7 +79,7 @@ def compare(
         out_dir = Path(expand_path(out_dir))
         comparison = compare_runs(
             runs, out_dir, name or run_label(configs[0]), target_loss, parse_seeds(seeds), jobs,
-            log_y, cli_tune.tune_settings(tune, trials, objective),
+            log_y, cli_tune.tune_settings(tune, trials, objective, holdout),
         )  # fmt: skip
     typer.echo(f"\n{markdown(comparison.scoreboard)}")
     typer.echo(f"comparison: {comparison.folder} (comparison.png, summary.md, summary.csv)")

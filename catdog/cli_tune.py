@@ -132,16 +132,22 @@ def lr_find(
     typer.echo(f"curve: {found.plot}\nuse it: --set optimizer.lr={result.suggestion:.3g}")
 
 
-def tune_settings(space: list[str], trials: int, objective: str) -> dict[str, Any] | None:
+def tune_settings(
+    space: list[str], trials: int, objective: str, holdout: float = 0.0
+) -> dict[str, Any] | None:
     """compare's --tune options as the comparison's plan keeps them; None without --tune."""
     from catdog.errors import ConfigError
     from catdog.tune import OBJECTIVES
 
     if not space:
+        if holdout:
+            raise ConfigError("--holdout goes with --tune: it keeps photos out of the trials")
         return None
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective}: choose one of {', '.join(OBJECTIVES)}")
-    return {"space": list(space), "trials": trials, "objective": objective}
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(f"--holdout {holdout}: a share of the validation split in [0, 1)")
+    return {"space": list(space), "trials": trials, "objective": objective, "holdout": holdout}
 
 
 def register(app: typer.Typer, reports_errors: Callable[[Any], Any]) -> None:

@@ -166,6 +166,10 @@ def compare(
 
         if tune["trials"] < 1:
             raise ConfigError(f"--trials {tune['trials']}: give at least 1 trial")
+        if not 0.0 <= tune.get("holdout", 0.0) < 1.0:
+            raise ConfigError(
+                f"--holdout {tune['holdout']}: a share of the validation split in [0, 1)"
+            )
         for planned in runs:
             parse_space(tune["space"], config_dict(planned.config))
     folder = fresh_folder(parent, name, "--out-dir")

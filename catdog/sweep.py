@@ -22,6 +22,7 @@ train.log), the photos decoded here first so that every process reads them from 
 the cores split between the processes (train.threads = cores / N, unless the config sets it).
 """
 
+import csv
 import json
 import os
 import re
@@ -43,6 +44,7 @@ from catdog.runs import LAST, load_resume, run_metrics
 from catdog.scoreboard import RunResult, Scoreboard, score, write_scoreboard
 
 PLAN = "comparison.yaml"
+HOLDOUT = "holdout.csv"  # compare --tune --holdout: each best trial on the held-out photos
 DONE = "done.yaml"
 
 
@@ -292,13 +294,14 @@ def tune_each(folder: Path, settings: dict[str, Any]) -> list[Any]:
     from catdog.tune import TuneRequest, prepare, tune
 
     tuning = settings["tune"]
-    planned = []
+    planned, held = [], []
     for index, run in enumerate(settings["planned"], start=1):
         place = folder / f"tune-{run['folder']}"
         if not (place / "tune.yaml").is_file():
             request = TuneRequest(
                 base=run["config"], space=tuning["space"], trials=tuning["trials"],
                 objective=tuning["objective"], study_name=run["folder"],
+                holdout=tuning.get("holdout", 0.0),
             )  # fmt: skip
             prepare(request, place)
         print(f"\n[tune {index}/{len(settings['planned'])}] {run['label']}: {place}", flush=True)
@@ -309,7 +312,19 @@ def tune_each(folder: Path, settings: dict[str, Any]) -> list[Any]:
             best["output"] = run["config"].get("output", {})
             config = validate(best, source=str(place / "best.yaml"))
             label = tuned_label(label, result.best.params)
+        if result.holdout:
+            held.append({"run": label, **result.holdout})
+            print(
+                f"best trial on the {result.holdout['count']} holdout photos: accuracy "
+                f"{result.holdout['accuracy']:.2%}, loss {result.holdout['loss']:.4f}",
+                flush=True,
+            )
         planned.append(PlannedRun(config, label, run["folder"]))
+    if held:  # each run's best trial, on photos none of its trials saw
+        with (folder / HOLDOUT).open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=["run", "count", "accuracy", "loss"])
+            writer.writeheader()
+            writer.writerows({key: row[key] for key in writer.fieldnames} for row in held)
     return planned
 
 

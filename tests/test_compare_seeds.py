@@ -189,6 +189,8 @@ def test_a_grid_over_seed_keeps_working(demo_photos: Path, tmp_path: Path) -> No
         (["--seeds", "a,b"], ["--seeds a,b"]),
         (["--tune", "optimizer.lr=log:0:1"], ["above 0"]),
         (["--tune", "optimizer.lr=log:1e-4:1", "--trials", "0"], ["--trials 0"]),
+        (["--holdout", "0.5"], ["--holdout goes with --tune"]),
+        (["--tune", "optimizer.lr=log:1e-4:1", "--holdout", "1"], ["--holdout 1"]),
         (["--jobs", "0"], ["--jobs 0"]),
     ],
 )
@@ -212,7 +214,7 @@ def test_compare_tune_tunes_each_run_then_runs_the_seeds(demo_photos: Path, tmp_
     config = tiny(tmp_path, demo_photos, epochs=2)
     folder = compare(
         config, "--grid", "optimizer.name=sgd,adam", "--tune", "optimizer.lr=log:1e-4:1",
-        "--trials", "3", "--seeds", "2", out=tmp_path / "t",
+        "--trials", "3", "--seeds", "2", "--holdout", "0.5", out=tmp_path / "t",
     )  # fmt: skip
     tunes = sorted(p.name for p in folder.iterdir() if p.name.startswith("tune-"))
     assert tunes == ["tune-01-sgd", "tune-02-adam"]
@@ -225,6 +227,18 @@ def test_compare_tune_tunes_each_run_then_runs_the_seeds(demo_photos: Path, tmp_
         # The tables name the lr that was trained, not the config's.
         summary = (folder / "summary.md").read_text()
         assert f"optimizer.name={name}, tuned optimizer.lr={best:.3g} |" in summary
+    # Each best trial measured once on the half of the validation split no trial saw.
+    held = table(folder / "holdout.csv")
+    runs = [row["run"].split(",")[0] for row in held]
+    assert runs == ["optimizer.name=sgd", "optimizer.name=adam"]
+    from catdog.builders import prepare_data
+    from catdog.config import load_config
+
+    seed_0 = load_config(next(folder.glob("*-sgd-seed0")) / "config.yaml")
+    validation = len(prepare_data(seed_0, progress=False).val_indices)
+    for row in held:
+        assert abs(int(row["count"]) - validation / 2) <= 1
+        assert 0.0 <= float(row["accuracy"]) <= 1.0 and float(row["loss"]) > 0.0
 
 
 def test_a_tuned_label_names_the_chosen_values_instead_of_the_planned_ones() -> None:
