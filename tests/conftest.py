@@ -1,5 +1,7 @@
 """Shared fixtures: a small demo photo set made once per session, and a private cache folder."""
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,22 @@ def private_cache(
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("CATDOG_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sigint_reaches_children() -> Iterator[None]:
+    """Let the tests' Ctrl-C reach the catdog processes they start.
+
+    A suite started in the background (`make test &`, a job of a script) inherits SIGINT
+    ignored, and so would every process it starts: Python leaves an ignored SIGINT ignored, so
+    no Ctrl-C could reach a catdog start-up. A foreground process in a terminal has it on, as
+    here (a handler here becomes the default disposition in a child).
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")
