@@ -145,8 +145,6 @@ def tune_settings(
         return None
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective}: choose one of {', '.join(OBJECTIVES)}")
-    if not 0.0 <= holdout < 1.0:
-        raise ConfigError(f"--holdout {holdout}: a share of the validation split in [0, 1)")
     return {"space": list(space), "trials": trials, "objective": objective, "holdout": holdout}
 
 
