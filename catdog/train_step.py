@@ -48,7 +48,7 @@ def train_step(
     gradient, however unevenly the batch splits. A rank with no rows backpropagates a zero (it
     must still join DDP's gradient all-reduce) and reports a loss of 0.
     """
-    if not optimizer.uses_gradients:
+    if not getattr(optimizer, "uses_gradients", True):  # torch's own optimizers lack the flag
         # Gradient-free (the genetic algorithm): the optimizer only ever evaluates the loss.
         # Eval mode, so dropout does not blur fitness and batch-norm statistics are not
         # updated once per member evaluated.

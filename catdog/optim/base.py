@@ -131,9 +131,10 @@ def step(optimizer: Optimizer, closure: Callable[[], Any]) -> Tensor:
     """One step of `optimizer`, with or without the closure as it needs; returns the loss, detached.
 
     `closure` zeroes the grads, runs forward and (when `optimizer.uses_gradients`) backward, and
-    returns the loss.
+    returns the loss. A torch optimizer (the benchmarks' fused baselines) lacks our two flags; it
+    takes gradients and no closure.
     """
-    if optimizer.needs_closure:
+    if getattr(optimizer, "needs_closure", False):
         loss = optimizer.step(closure)
     else:
         loss = closure()
