@@ -8,9 +8,10 @@ import torch
 from catdog.config import Config, ConfigError, load_config
 from catdog.errors import Diverged
 from catdog.experiment import run
+from catdog.losses import LOSSES
 from catdog.runs import new_run_dir, read_metrics
 from catdog.train import train
-from catdog.train_step import learning_rate
+from catdog.train_step import learning_rate, train_step
 from tests.helpers import assert_resume_matches_whole, small_config, without_time
 
 
@@ -223,3 +224,17 @@ def test_a_folder_with_a_stranger_file_or_a_checkpoint_is_never_taken_over(tmp_p
     (tmp_path / "notes.txt").unlink()
     (tmp_path / runs.LAST).write_bytes(b"")
     assert not runs.stopped_before_its_first_checkpoint(tmp_path)
+
+
+def test_train_step_takes_torchs_own_optimizer_as_the_benchmarks_baseline() -> None:
+    # scripts/bench_train.py times train_step with torch's Adam beside ours; torch's optimizers
+    # lack our needs_closure / uses_gradients flags, and the step must still be one SGD step.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Flatten(0))
+    weight = model[0].weight
+    x, y = torch.randn(8, 3), (torch.rand(8) > 0.5).float()
+    LOSSES["bce"](model(x), y).backward()
+    expected = weight.detach() - 0.1 * weight.grad
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_step(model, optimizer, LOSSES["bce"], x, y)
+    torch.testing.assert_close(weight.detach(), expected)
