@@ -83,6 +83,23 @@ BEFORE_FIRST_CHECKPOINT = (
 )  # fmt: skip
 
 
+# A kill while the first last.pt is written leaves its temporary file (checkpoint.py's names).
+CHECKPOINT_TEMPORARIES = (f".{LAST}.*.tmp", f".{BEST}.*.tmp")
+
+
+def _first_rows_only(entries: list[Path], names: tuple[str, ...]) -> bool:
+    """Whether the entries beyond `names` are only a metrics.csv of one row: epoch 1's row is
+    written just before the first checkpoint, so a kill between the two leaves it, worth
+    nothing without the weights. More rows than one mean checkpoints were saved: kept."""
+    others = [e for e in entries if not (e.is_file() and any(fnmatch(e.name, n) for n in names))]
+    if [e.name for e in others] != [METRICS] or not others[0].is_file():
+        return False
+    try:
+        return len(others[0].read_text().splitlines()) <= 2  # the header and epoch 1's row
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def stopped_before_its_first_checkpoint(run_dir: Path) -> bool:
     """Whether `run_dir` holds only files of a run that ended before its first checkpoint (or
     nothing), and no process is training it now."""
@@ -90,8 +107,9 @@ def stopped_before_its_first_checkpoint(run_dir: Path) -> bool:
         entries = list(run_dir.iterdir())
     except OSError:
         return False
-    names = BEFORE_FIRST_CHECKPOINT
-    if not all(e.is_file() and any(fnmatch(e.name, n) for n in names) for e in entries):
+    names = (*BEFORE_FIRST_CHECKPOINT, *CHECKPOINT_TEMPORARIES)
+    known = all(e.is_file() and any(fnmatch(e.name, n) for n in names) for e in entries)
+    if not known and not _first_rows_only(entries, names):
         return False
     try:
         with holding_now(run_dir / LOCK):

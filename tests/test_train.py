@@ -226,6 +226,23 @@ def test_a_folder_with_a_stranger_file_or_a_checkpoint_is_never_taken_over(tmp_p
     assert not runs.stopped_before_its_first_checkpoint(tmp_path)
 
 
+def test_a_kill_in_the_first_checkpoint_write_leaves_a_folder_the_same_command_takes(
+    tmp_path: Path,
+) -> None:
+    # Epoch 1's row is appended just before the first last.pt is written: a kill there leaves
+    # the row and the write's temporary file. A second row means a checkpoint was saved.
+    from catdog import runs
+
+    (tmp_path / runs.CONFIG).write_text("seed: 0\n")
+    (tmp_path / ".last.pt.0123456789ab.tmp").write_bytes(b"half")
+    header = ",".join(runs.METRICS_FIELDS)
+    (tmp_path / runs.METRICS).write_text(f"{header}\n1,0.7,0.7,0.5,0.01,1.0,1.2\n")
+    assert runs.stopped_before_its_first_checkpoint(tmp_path)
+    with (tmp_path / runs.METRICS).open("a") as file:
+        file.write("2,0.6,0.6,0.6,0.01,1.0,2.3\n")
+    assert not runs.stopped_before_its_first_checkpoint(tmp_path)
+
+
 def test_train_step_takes_torchs_own_optimizer_as_the_benchmarks_baseline() -> None:
     # scripts/bench_train.py times train_step with torch's Adam beside ours; torch's optimizers
     # lack our needs_closure / uses_gradients flags, and the step must still be one SGD step.
