@@ -279,9 +279,17 @@ def kill_in_phase(phase: str, process, run_dir: Path, whole: Path, rng: random.R
     elif phase == "validation":  # epoch 2's: after its steps, before its metrics row
         process.out.wait_for(epoch_line(1), timeout=120)
         time.sleep(train_2 + rng.uniform(0.2, 0.8) * validation)
-    elif phase == "checkpoint write":  # epoch 2's row is written just before its checkpoints
-        wait_until(lambda: metrics_rows(run_dir) >= 2, 120, "epoch 2's metrics row", poll=0.002)
-        time.sleep(rng.uniform(0.0, 0.06))
+    elif phase == "checkpoint write":  # an epoch's row is written just before its checkpoints
+        # A write's temporary file lives a few milliseconds, too short to aim at by the clock
+        # on a busy machine: wait for a random epoch's row, then kill on seeing the file.
+        epoch = rng.randint(1, EPOCHS)
+        wait_until(lambda: metrics_rows(run_dir) >= epoch, 120, f"epoch {epoch}'s row", poll=0.002)
+        wait_until(
+            lambda: process.poll() is not None or any(run_dir.glob(".*.pt.*.tmp")),
+            120,
+            "a checkpoint's temporary file",
+            poll=0.0005,
+        )
     elif phase == "plotting":
         process.out.wait_for(epoch_line(EPOCHS), timeout=120)
         time.sleep(rng.uniform(0.0, 0.15))
@@ -326,8 +334,9 @@ def test_kill_9_in_a_phase_then_the_next_command_ends_as_the_whole_run(
         with started(*command) as process:
             kill_in_phase(phase, process, run_dir, whole_run, rng)
             stdout = process.out.rest()
-        assert process.returncode == -signal.SIGKILL
-        if landed(phase, run_dir, stdout):
+        # 0: the run ended before the kill (its last write was missed), a try like any other
+        assert process.returncode in (-signal.SIGKILL, 0), stdout[-3000:]
+        if process.returncode == -signal.SIGKILL and landed(phase, run_dir, stdout):
             break
     else:
         pytest.fail(f"no kill of 4 landed in the {phase} phase")
