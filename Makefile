@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/catdog demo
 
+# One worker per core, at most 8 (each holds its own torch and fixtures, about 1.5 GB): most
+# tests wait on a single-threaded subprocess, so two workers on two cores halve the time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 8
 
 # The README's table of config keys, from the schema's docstrings (`catdog config keys`).
 config-docs: $(STAMP)
