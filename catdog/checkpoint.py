@@ -36,7 +36,7 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getbuffer()
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    for leftover in path.parent.glob(temporaries_of(path.name)):
         leftover.unlink(missing_ok=True)  # a writer killed mid-write (the run is ours alone)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -55,6 +55,11 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
             ) from None
         raise
     fsync_folder(path.parent)
+
+
+def temporaries_of(name: str) -> str:
+    """The glob (and fnmatch) pattern of the temporary files `save_checkpoint` writes for `name`."""
+    return f".{glob.escape(name)}.*.tmp"
 
 
 def fsync_folder(folder: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog.cache_lock import Held, holding_now
-from catdog.checkpoint import load_checkpoint
+from catdog.checkpoint import load_checkpoint, temporaries_of
 from catdog.config import (
     Config,
     apply_override,
@@ -83,15 +83,15 @@ BEFORE_FIRST_CHECKPOINT = (
 )  # fmt: skip
 
 
-# A kill while the first last.pt is written leaves its temporary file (checkpoint.py's names).
-CHECKPOINT_TEMPORARIES = (f".{LAST}.*.tmp", f".{BEST}.*.tmp")
+# A kill while the first last.pt is written leaves its temporary file.
+CHECKPOINT_TEMPORARIES = (temporaries_of(LAST), temporaries_of(BEST))
 
 
-def _first_rows_only(entries: list[Path], names: tuple[str, ...]) -> bool:
-    """Whether the entries beyond `names` are only a metrics.csv of one row: epoch 1's row is
-    written just before the first checkpoint, so a kill between the two leaves it, worth
-    nothing without the weights. More rows than one mean checkpoints were saved: kept."""
-    others = [e for e in entries if not (e.is_file() and any(fnmatch(e.name, n) for n in names))]
+def _only_epoch_1s_row(others: list[Path]) -> bool:
+    """Whether `others` (the entries beyond the known names) is only a metrics.csv of one row:
+    epoch 1's row is written just before the first checkpoint, so a kill between the two
+    leaves it, worth nothing without the weights. More rows than one mean checkpoints were
+    saved: kept."""
     if [e.name for e in others] != [METRICS] or not others[0].is_file():
         return False
     try:
@@ -108,8 +108,8 @@ def stopped_before_its_first_checkpoint(run_dir: Path) -> bool:
     except OSError:
         return False
     names = (*BEFORE_FIRST_CHECKPOINT, *CHECKPOINT_TEMPORARIES)
-    known = all(e.is_file() and any(fnmatch(e.name, n) for n in names) for e in entries)
-    if not known and not _first_rows_only(entries, names):
+    others = [e for e in entries if not (e.is_file() and any(fnmatch(e.name, n) for n in names))]
+    if others and not _only_epoch_1s_row(others):
         return False
     try:
         with holding_now(run_dir / LOCK):

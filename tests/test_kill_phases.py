@@ -148,6 +148,20 @@ def decoding(cache: Path) -> bool:
     return any(cache.glob("*.tmp-*/pixels.npy"))
 
 
+def writing_a_checkpoint(run_dir: Path) -> bool:
+    """A checkpoint write is under way (or was cut short): its temporary file exists."""
+    return any(run_dir.glob(".*.pt.*.tmp"))
+
+
+def imported(module: str) -> Callable[[str], bool]:
+    """Matches the line of Python's import log (PYTHONPROFILEIMPORTTIME) that ends `module`."""
+    return lambda line: line.rsplit("|", 1)[-1].strip() == module
+
+
+def without_import_log(stderr: str) -> str:
+    return "".join(line for line in stderr.splitlines(True) if not line.startswith("import time:"))
+
+
 def assert_no_traceback(stderr: str) -> None:
     assert "Traceback" not in stderr, stderr[-3000:]
 
@@ -223,16 +237,11 @@ def test_a_signal_while_plotting_says_the_run_is_complete(
         args = ["--set", f"data.root={demo_photos}", "--set", f"output.dir={tmp_path}"]
         args += ["--set", f"output.name={run_dir.name}", *TINY_RUN]
         with started("train", *args, env={"PYTHONPROFILEIMPORTTIME": "1"}) as process:
-            process.err.wait_for(
-                lambda line: line.rsplit("|", 1)[-1].strip() == "catdog.plots", timeout=120
-            )
+            process.err.wait_for(imported("catdog.plots"), timeout=120)
             time.sleep(delay)
             process.send_signal(signum)
             process.wait(timeout=120)
-            stdout, stderr = process.out.rest(), process.err.rest()
-        stderr = "".join(
-            line for line in stderr.splitlines(True) if not line.startswith("import time:")
-        )
+            stdout, stderr = process.out.rest(), without_import_log(process.err.rest())
         assert_no_traceback(stderr)
         assert completed_epochs(run_dir) == 2 and metrics_rows(run_dir) == 2
         if process.returncode == 0:  # the signal came too late, or before the loop had ended
@@ -291,7 +300,7 @@ def kill_in_phase(phase: str, process, run_dir: Path, whole: Path, rng: random.R
         epoch = rng.randint(1, EPOCHS)
         wait_until(lambda: metrics_rows(run_dir) >= epoch, 120, f"epoch {epoch}'s row", poll=0.002)
         wait_until(
-            lambda: process.poll() is not None or any(run_dir.glob(".*.pt.*.tmp")),
+            lambda: process.poll() is not None or writing_a_checkpoint(run_dir),
             120,
             "a checkpoint's temporary file",
             poll=0.0005,
@@ -310,7 +319,7 @@ def landed(phase: str, run_dir: Path, stdout: str) -> bool:
     if phase == "validation":  # epoch 1 recorded, epoch 2 not yet
         return metrics_rows(run_dir) == 1 and completed_epochs(run_dir) == 1
     if phase == "checkpoint write":  # a write cut short leaves its temporary file
-        return any(run_dir.glob(".*.pt.*.tmp"))
+        return writing_a_checkpoint(run_dir)
     assert phase == "plotting"  # the run complete, the summary after the plot not printed
     return completed_epochs(run_dir) == EPOCHS and "run: " not in stdout
 
@@ -420,17 +429,14 @@ def interrupted_after_import(tmp_path: Path, photos: Path, module: str) -> tuple
     process = console_script_train(tmp_path, photos, PYTHONPROFILEIMPORTTIME="1")
     err = Lines(process.stderr)
     try:
-        err.wait_for(lambda line: line.rsplit("|", 1)[-1].strip() == module, timeout=120)
+        err.wait_for(imported(module), timeout=120)
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=60)
-    stderr = err.rest()
-    return process.returncode, "".join(
-        line for line in stderr.splitlines(True) if not line.startswith("import time:")
-    )
+    return process.returncode, without_import_log(err.rest())
 
 
 @pytest.mark.parametrize(
