@@ -12,6 +12,7 @@ import os
 import pickle
 import secrets
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ FORMAT = "catdog-checkpoint-v1"
 REQUIRED = ("format", "model", "config", "normalization")
 
 
-def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+def save_checkpoint(payload: dict[str, Any], path: Path, *copies: Path) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename over `path`.
 
     A process killed at any moment leaves either the old file or the new one, never half of
@@ -31,28 +32,53 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     folder is flushed after the rename too, so a power failure can't lose the rename. The file
     gets the usual permissions (0666 less the umask), as the run's other files do. A full disk
     is a `CheckpointError` naming the size, and the previous file is kept.
+
+    Each of `copies` (best.pt beside last.pt) then gets the same bytes the same way: a hard
+    link to `path`'s new file, renamed into place, where the file system has them (no second
+    serialisation or write; `path` itself is only ever replaced, never written in place, so
+    the two stay independent), else written again.
     """
-    payload = {"format": FORMAT, **payload}
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save({"format": FORMAT, **payload}, buffer)
     data = buffer.getbuffer()
-    for leftover in path.parent.glob(temporaries_of(path.name)):
-        leftover.unlink(missing_ok=True)  # a writer killed mid-write (the run is ours alone)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
+    _write_atomically(data, path)
+    for copy in copies:
+        try:
+            _replace_with(copy, lambda temporary: os.link(path, temporary))
+        except OSError:
+            _write_atomically(data, copy)
+
+
+def _write_atomically(data: memoryview, path: Path) -> None:
+    def write(temporary: Path) -> None:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+
+    try:
+        _replace_with(path, write)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CheckpointError(
                 f"not enough space in {path.parent} for {max(1, math.ceil(len(data) / 1e6))} MB "
                 f"to write {path.name}; free space (the previous {path.name} is kept)"
             ) from None
+        raise
+
+
+def _replace_with(path: Path, make: Callable[[Path], None]) -> None:
+    """`make` a temporary file beside `path`, then rename it over `path` and flush the folder;
+    on any failure the temporary file is removed and `path` is untouched."""
+    for leftover in path.parent.glob(temporaries_of(path.name)):
+        leftover.unlink(missing_ok=True)  # a writer killed mid-write (the run is ours alone)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        make(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
 

@@ -330,9 +330,8 @@ def end_epoch(run: Run, lr: float, seconds: float, started: float, resumed_at: f
     if not distributed.is_main():
         return
     runs.append_metrics_row(run.run_dir / runs.METRICS, row)
-    save_checkpoint(state, run.run_dir / runs.LAST)
-    if improved:
-        save_checkpoint(state, run.run_dir / runs.BEST)
+    best = [run.run_dir / runs.BEST] if improved else []
+    save_checkpoint(state, run.run_dir / runs.LAST, *best)  # best.pt: a link, not a second write
     print(
         f"epoch {epoch:>3}/{config.train.epochs}  train_loss {train_loss:.4f}  "
         f"val_loss {val.loss:.4f}  val_acc {val.accuracy:.2%}  {seconds:.1f}s",

@@ -623,6 +623,27 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_old_one
         assert torch.equal(load_checkpoint(path)["model"]["w"], payload(1.0)["model"]["w"])
 
 
+def test_a_copy_is_a_link_to_the_new_file_that_the_next_write_leaves_alone(
+    tmp_path: Path,
+) -> None:
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_checkpoint(payload(1.0), last, best)
+    assert last.stat().st_ino == best.stat().st_ino  # one write for both
+    save_checkpoint(payload(2.0), last)  # a new file renamed over last.pt: best.pt keeps its own
+    assert last.stat().st_ino != best.stat().st_ino
+    assert torch.equal(load_checkpoint(best)["model"]["w"], payload(1.0)["model"]["w"])
+    assert torch.equal(load_checkpoint(last)["model"]["w"], payload(2.0)["model"]["w"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_a_copy_on_another_file_system_is_written_again(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "other", "1m") as other:
+        last, best = tmp_path / "last.pt", other / "best.pt"
+        save_checkpoint(payload(3.0), last, best)  # a hard link can't cross file systems
+        assert torch.equal(load_checkpoint(best)["model"]["w"], payload(3.0)["model"]["w"])
+        assert [p.name for p in other.iterdir()] == ["best.pt"]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
