@@ -206,7 +206,7 @@ class Batches:
                 needed = np.union1d(positions, partner[positions])
             pixels, y = self._rows(rows[needed])
             draws = {name: value[needed].to(self.device) for name, value in draws.items()}
-            unit = _augment(pixels.float() / 255.0, self.augment, draws)
+            unit = _augment(pixels, self.augment, draws)
             x = ((unit - self.mean[:, None, None]) / self.std[:, None, None]).flatten(1)
             if self.augment.mixup:
                 # Normalising is affine: mixing normalised inputs = normalising mixed pixels.
@@ -304,11 +304,13 @@ def _uniform(rows: int, spread: float, generator: torch.Generator) -> Tensor:
     return 1.0 + spread * (2.0 * torch.rand(rows, generator=generator) - 1.0)
 
 
-def _augment(unit: Tensor, augment: AugmentConfig, draws: dict[str, Tensor]) -> Tensor:
+def _augment(pixels: Tensor, augment: AugmentConfig, draws: dict[str, Tensor]) -> Tensor:
     """Apply the drawn flips, shifts, zooms, rotations and colour changes to a (B, C, S, S)
-    batch in [0, 1]."""
+    uint8 batch; returns it in [0, 1], as float32."""
     if "flip" in draws or "shift" in draws:
-        unit = _flip_and_shift(unit, draws.get("flip"), draws.get("shift"))
+        # A permutation of each photo's pixels: moved as uint8, a quarter of the bytes.
+        pixels = _flip_and_shift(pixels, draws.get("flip"), draws.get("shift"))
+    unit = pixels.float() / 255.0
     if "zoom" in draws or "angle" in draws:
         unit = zoom_and_rotate(unit, draws.get("zoom"), draws.get("angle"))
     if "brightness" in draws:
@@ -320,10 +322,10 @@ def _augment(unit: Tensor, augment: AugmentConfig, draws: dict[str, Tensor]) -> 
     return unit
 
 
-def _flip_and_shift(unit: Tensor, flip: Tensor | None, shift: Tensor | None) -> Tensor:
+def _flip_and_shift(images: Tensor, flip: Tensor | None, shift: Tensor | None) -> Tensor:
     """One gather: output pixel (i, j) of image b reads input (rows[b, i], cols[b, j])."""
-    batch, channels, size, _ = unit.shape
-    ramp = torch.arange(size, device=unit.device)
+    batch, channels, size, _ = images.shape
+    ramp = torch.arange(size, device=images.device)
     rows = ramp.expand(batch, size)
     cols = ramp.expand(batch, size)
     if shift is not None:
@@ -331,9 +333,11 @@ def _flip_and_shift(unit: Tensor, flip: Tensor | None, shift: Tensor | None) -> 
         cols = _reflect(cols + shift[:, 1:], size)
     if flip is not None:
         cols = torch.where(flip[:, None], size - 1 - cols, cols)
-    images = torch.arange(batch, device=unit.device)[:, None, None, None]
-    planes = torch.arange(channels, device=unit.device)[None, :, None, None]
-    return unit[images, planes, rows[:, None, :, None], cols[:, None, None, :]]
+    # Each output pixel's place in its plane, the same for every channel: a gather along the
+    # flattened planes is several times faster than indexing with four broadcast index tensors.
+    source = (rows[:, :, None] * size + cols[:, None, :]).flatten(1)
+    planes = images.flatten(2)
+    return planes.gather(2, source[:, None, :].expand(batch, channels, -1)).view(images.shape)
 
 
 def zoom_and_rotate(unit: Tensor, zoom: Tensor | None, angle: Tensor | None) -> Tensor:
