@@ -75,8 +75,7 @@ class Adam(Optimizer):
                 self.initialized_state(p, "first_moment", "second_moment", counts_steps=True)
                 for p in params
             ]
-            steps = [state["step"] for state in states]
-            torch._foreach_add_(steps, 1)
+            steps = [state["step"] for state in states]  # apply_step counts them
             beta1, beta2 = group["betas"]
             self.apply_step(
                 adam,

@@ -48,6 +48,7 @@ class Optimizer(torch.optim.Optimizer):
         # Not a group setting: a state_dict saved by one path loads into the other.
         self.compile = compile
         self._compiled: bool | None = None  # decided at the first step, on the params then
+        self._lr_tensor: Tensor | None = None  # the compiled step's lr, refilled every step
 
     def apply_step(
         self,
@@ -59,20 +60,25 @@ class Optimizer(torch.optim.Optimizer):
     ) -> None:
         """Run the functional step `function` on one group's lists, compiled or eagerly.
 
-        Compiled, the values that change from step to step go in as 0-d tensors (lr, the step
-        counts) so no new value recompiles; eagerly, as Python numbers the kernels take directly.
+        `steps`, the parameters' step counts, are counted here, one more each, before
+        `function` reads them: compiled, inside the compiled graph (a foreach add of ten 0-d
+        tensors on its own took about as long as the rest of the call's Python); eagerly,
+        then passed as Python numbers. The values that change from step to step go into the
+        compiled step as 0-d tensors (lr, the step counts) so no new value recompiles; into the
+        eager one as Python numbers, which the kernels take directly.
         """
         if self._compiled is None:
             params = [p for group in self.param_groups for p in group["params"]]
             self._compiled = _compile.wants_compile(self.compile, params, self.compile_pays)
-        if steps is not None:
-            arguments["steps"] = steps
         if self._compiled:
-            lr_tensor = torch.tensor(lr, dtype=torch.float64)
-            if _compile.run_compiled(function, lr=lr_tensor, **arguments):
+            if self._lr_tensor is None:
+                self._lr_tensor = torch.tensor(lr, dtype=torch.float64)
+            self._lr_tensor.fill_(lr)  # one tensor for every step: no allocation per call
+            if _compile.run_compiled(function, steps, lr=self._lr_tensor, **arguments):
                 return
-            self._compiled = False  # it could not compile: eager from now on
+            self._compiled = False  # it could not compile (nothing ran): eager from now on
         if steps is not None:
+            torch._foreach_add_(steps, 1)
             arguments["steps"] = [step.item() for step in steps]
         function(lr=lr, **arguments)
 

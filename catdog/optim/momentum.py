@@ -82,8 +82,7 @@ class Momentum(Optimizer):
             if not params:
                 continue
             states = [self.initialized_state(p, "velocity", counts_steps=True) for p in params]
-            steps = [state["step"] for state in states]
-            torch._foreach_add_(steps, 1)
+            steps = [state["step"] for state in states]  # apply_step counts them
             self.apply_step(
                 momentum,
                 params=params,
