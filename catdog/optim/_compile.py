@@ -28,8 +28,7 @@ compiled call's fixed cost (guards, launching) eats the saving. Measured with
 scripts/bench_optim.py, one thread: on the default recipe's 1.84M weights compiled Adam took
 0.48x its eager step, RMSprop 0.48x, Nesterov 0.79x; on 0.59M only Adam and RMSprop gained."""
 
-_compiled: dict[tuple[Callable[..., None], bool], Callable[..., None]] = {}
-"""Each functional step compiled once per process, with and without counting its steps."""
+_compiled: dict[Callable[..., None], Callable[..., None]] = {}
 _unavailable: str | None = None
 """Why torch.compile can't run here, once found out (then every step runs eagerly)."""
 
@@ -60,24 +59,13 @@ def wants_compile(setting: Compile, params: list[torch.Tensor], pays: bool = Tru
     return True
 
 
-def run_compiled(
-    function: Callable[..., None], steps: list[torch.Tensor] | None = None, **arguments: Any
-) -> bool:
-    """Run `function(**arguments)` compiled; False, with nothing changed, if it can't compile.
-
-    `steps` (0-d tensors), if given, are first counted one more each, inside the same graph,
-    and passed on as `steps`.
-    """
+def run_compiled(function: Callable[..., None], **arguments: Any) -> bool:
+    """Run `function(**arguments)` compiled; False, with nothing changed, if it can't compile."""
     if _unavailable is not None:
         return False
-    key = (function, steps is not None)
-    step = _compiled.get(key)
+    step = _compiled.get(function)
     if step is None:
-        step = _compiled[key] = torch.compile(
-            _counting(function) if steps is not None else function
-        )
-    if steps is not None:
-        arguments["steps"] = steps
+        step = _compiled[function] = torch.compile(function)
     try:
         step(**arguments)
     except torch._dynamo.exc.BackendCompilerFailed as error:
@@ -85,16 +73,6 @@ def run_compiled(
         _give_up(f"torch.compile failed ({str(error).splitlines()[0]})")
         return False
     return True
-
-
-def _counting(function: Callable[..., None]) -> Callable[..., None]:
-    """`function` preceded by counting its `steps` one more each."""
-
-    def counted(*, steps: list[torch.Tensor], **arguments: Any) -> None:
-        torch._foreach_add_(steps, 1)
-        function(steps=steps, **arguments)
-
-    return counted
 
 
 def _why_not(device: torch.device) -> str | None:

@@ -6,6 +6,7 @@ whole list), in the manner of optax's `update_moment` and `bias_correction`:
 - coupled weight decay       :math:`g + \lambda w`                              `with_weight_decay`
 - the EMA (a moment)         :math:`m \leftarrow \beta m + (1-\beta)\, x^k`     `update_moment_`
 - the heavy-ball velocity    :math:`v \leftarrow \beta v + g`                   `update_velocity_`
+- the step count             :math:`t \leftarrow t + 1`                            `count_steps`
 - bias correction            :math:`1 - \beta^t`                                `bias_correction`
 - the descent step           :math:`w \leftarrow w - \eta\, d`                  `descend_`
 - the step scaled by the RMS :math:`w \leftarrow w - \eta\, d/(\sqrt s + \epsilon)`  `descend_rms_`
@@ -65,6 +66,25 @@ def update_velocity_(velocities: list[Tensor], grads: list[Tensor], beta: float)
     """
     torch._foreach_mul_(velocities, beta)
     torch._foreach_add_(velocities, grads)
+
+
+def count_steps(steps: list[Tensor]) -> list[Scalar]:
+    r"""Count each parameter's step one more, :math:`t \leftarrow t + 1`, in place; return the
+    new step numbers as `Scalar`\ s.
+
+    `steps` are the float64 0-d tensors of the optimizer's state. Compiled, the count is part of
+    the one fused step and the tensors themselves come back, traced as inputs; eagerly, their
+    values come back as Python numbers, which the foreach kernels take directly.
+    """
+    torch._foreach_add_(steps, 1)
+    if _compiling():
+        return list(steps)
+    return [step.item() for step in steps]
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
 
 
 def bias_correction(beta: float, step: Scalar) -> Scalar:

@@ -75,7 +75,6 @@ class Adam(Optimizer):
                 self.initialized_state(p, "first_moment", "second_moment", counts_steps=True)
                 for p in params
             ]
-            steps = [state["step"] for state in states]  # apply_step counts them
             beta1, beta2 = group["betas"]
             self.apply_step(
                 adam,
@@ -83,7 +82,7 @@ class Adam(Optimizer):
                 grads=grads,
                 first_moments=[state["first_moment"] for state in states],
                 second_moments=[state["second_moment"] for state in states],
-                steps=steps,
+                steps=[state["step"] for state in states],
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -98,7 +97,7 @@ def adam(
     grads: list[Tensor],
     first_moments: list[Tensor],
     second_moments: list[Tensor],
-    steps: list[maths.Scalar],
+    steps: list[Tensor],
     *,
     lr: maths.Scalar,
     beta1: float,
@@ -106,9 +105,11 @@ def adam(
     eps: float,
     weight_decay: float,
 ) -> None:
-    """One Adam step over lists of tensors; `steps` are the step numbers t, already counted."""
+    """One Adam step over lists of tensors; `steps`, the parameters' step counts (0-d tensors),
+    are counted one more here."""
+    counted = maths.count_steps(steps)
     for device_params, device_grads, device_m, device_s, device_steps in split_by_device_and_dtype(
-        params, grads, first_moments, second_moments, steps
+        params, grads, first_moments, second_moments, counted
     ):
         device_grads = maths.with_weight_decay(device_grads, device_params, weight_decay)
         maths.update_moment_(device_m, device_grads, beta1)

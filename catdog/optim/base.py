@@ -50,22 +50,12 @@ class Optimizer(torch.optim.Optimizer):
         self._compiled: bool | None = None  # decided at the first step, on the params then
         self._lr_tensor: Tensor | None = None  # the compiled step's lr, refilled every step
 
-    def apply_step(
-        self,
-        function: Callable[..., None],
-        *,
-        lr: float,
-        steps: list[Tensor] | None = None,
-        **arguments: Any,
-    ) -> None:
+    def apply_step(self, function: Callable[..., None], *, lr: float, **arguments: Any) -> None:
         """Run the functional step `function` on one group's lists, compiled or eagerly.
 
-        `steps`, the parameters' step counts, are counted here, one more each, before
-        `function` reads them: compiled, inside the compiled graph (a foreach add of ten 0-d
-        tensors on its own took about as long as the rest of the call's Python); eagerly,
-        then passed as Python numbers. The values that change from step to step go into the
-        compiled step as 0-d tensors (lr, the step counts) so no new value recompiles; into the
-        eager one as Python numbers, which the kernels take directly.
+        Compiled, lr goes in as a 0-d tensor (one, refilled every step) so that no new value
+        recompiles; eagerly, as the Python number the kernels take directly. Step counts stay
+        0-d tensors either way: the functional steps count them themselves (`maths.count_steps`).
         """
         if self._compiled is None:
             params = [p for group in self.param_groups for p in group["params"]]
@@ -73,13 +63,10 @@ class Optimizer(torch.optim.Optimizer):
         if self._compiled:
             if self._lr_tensor is None:
                 self._lr_tensor = torch.tensor(lr, dtype=torch.float64)
-            self._lr_tensor.fill_(lr)  # one tensor for every step: no allocation per call
-            if _compile.run_compiled(function, steps, lr=self._lr_tensor, **arguments):
+            self._lr_tensor.fill_(lr)
+            if _compile.run_compiled(function, lr=self._lr_tensor, **arguments):
                 return
             self._compiled = False  # it could not compile (nothing ran): eager from now on
-        if steps is not None:
-            torch._foreach_add_(steps, 1)
-            arguments["steps"] = [step.item() for step in steps]
         function(lr=lr, **arguments)
 
     @classmethod

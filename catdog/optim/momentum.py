@@ -82,13 +82,12 @@ class Momentum(Optimizer):
             if not params:
                 continue
             states = [self.initialized_state(p, "velocity", counts_steps=True) for p in params]
-            steps = [state["step"] for state in states]  # apply_step counts them
             self.apply_step(
                 momentum,
                 params=params,
                 grads=grads,
                 velocities=[state["velocity"] for state in states],
-                steps=steps,
+                steps=[state["step"] for state in states],
                 lr=group["lr"],
                 beta=group["beta"],
                 formulation=group["formulation"],
@@ -102,7 +101,7 @@ def momentum(
     params: list[Tensor],
     grads: list[Tensor],
     velocities: list[Tensor],
-    steps: list[maths.Scalar] | None = None,
+    steps: list[Tensor] | None = None,
     *,
     lr: maths.Scalar,
     beta: float,
@@ -112,10 +111,10 @@ def momentum(
 ) -> None:
     """One momentum step over lists of tensors.
 
-    `steps` are the step numbers t, already counted; only bias correction reads them (None
-    without it).
+    `steps` are the parameters' step counts (0-d tensors), counted one more here (None: none
+    kept); only bias correction reads them.
     """
-    counted = steps if steps is not None else [0] * len(params)
+    counted = maths.count_steps(steps) if steps is not None else [0] * len(params)
     for device_params, device_grads, device_velocities, device_steps in split_by_device_and_dtype(
         params, grads, velocities, counted
     ):
