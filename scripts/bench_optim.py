@@ -264,6 +264,11 @@ def bench_network(
                 p, LR, **case.theirs_kwargs, weight_decay=wd, fused=True
             )
         first_steps: dict[str, float] = {}
+        # Each row's own compiled graphs (loaded from Inductor's disk cache): Dynamo keeps at
+        # most 8 per functional step and process, and past them runs it uncompiled with the
+        # compiled path's tensor scalars, 2-5x slower than fused (the 4 momentum rows at 2 or
+        # more networks or thread counts did), which is no measure of the compiled step.
+        torch._dynamo.reset()
         samples = race(factories, model, args.repeats, args.inner, args.clock, first_steps)
         iteration, share = step_share(
             lambda p, case=case: case.ours(p, wd, "auto"),
