@@ -120,15 +120,18 @@ def test_auto_compiles_only_large_cpu_networks() -> None:
     assert wants_compile(True, large, pays=False) is True
 
 
-def test_auto_leaves_sgd_eager_and_compiles_adam_on_a_large_network() -> None:
+def test_auto_leaves_sgd_eager_and_compiles_momentum_and_adam_on_a_large_network() -> None:
     weights = [torch.nn.Parameter(torch.zeros(AUTO_MIN_WEIGHTS))]
     sgd = build_optimizer("sgd", weights, lr=0.1)
+    momentum = build_optimizer("momentum", weights, lr=0.1)
     adam = build_optimizer("adam", weights, lr=0.1)
-    assert sgd.compile == adam.compile == "auto"
-    assert type(sgd).compile_pays is False and type(adam).compile_pays is True
+    assert sgd.compile == momentum.compile == adam.compile == "auto"
+    assert type(sgd).compile_pays is False
+    assert type(momentum).compile_pays is True and type(adam).compile_pays is True
     weights[0].grad = torch.ones(AUTO_MIN_WEIGHTS)
     sgd.step()
-    assert sgd._compiled is False
+    momentum.step()
+    assert sgd._compiled is False and momentum._compiled is True
 
 
 def test_the_default_is_auto_and_a_validation_build_compiles_nothing() -> None:
