@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,36 @@ def test_auto_leaves_sgd_eager_and_compiles_momentum_and_adam_on_a_large_network
     sgd.step()
     momentum.step()
     assert sgd._compiled is False and momentum._compiled is True
+
+
+def test_past_dynamos_graph_limit_a_new_optimizer_takes_the_eager_step() -> None:
+    """Dynamo would run the step uncompiled with tensor scalars there (2-5x slower than fused):
+    the optimizer says so once and takes the plain eager step, the same numbers as compile=False.
+    """
+    torch._dynamo.reset()
+    try:
+        with (
+            torch._dynamo.config.patch(recompile_limit=2),
+            warnings.catch_warnings(record=True) as said,
+        ):
+            warnings.simplefilter("always")
+            results = []
+            for size in (3, 4, 5, 6):  # shapes 3 and 4 take the 2 graphs (static, then dynamic)
+                for compiled in (True, False):
+                    weights = torch.nn.Parameter(torch.linspace(-1.0, 1.0, size))
+                    weights.grad = torch.linspace(0.5, 2.0, size)
+                    adam = build_optimizer("adam", [weights], lr=0.1, compile=compiled)
+                    adam.step()
+                    results.append((adam._compiled, weights.detach().clone()))
+        limit_notes = [w for w in said if "its limit" in str(w.message)]
+        assert [compiled for compiled, _ in results[::2]] == [True, True, False, False]
+        assert len(limit_notes) == 1 and "graphs of adam in this process" in str(
+            limit_notes[0].message
+        )
+        for (_, past_limit), (_, eager) in zip(results[4::2], results[5::2], strict=True):
+            assert torch.equal(past_limit, eager)
+    finally:
+        torch._dynamo.reset()
 
 
 def test_the_default_is_auto_and_a_validation_build_compiles_nothing() -> None:

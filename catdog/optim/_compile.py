@@ -29,6 +29,8 @@ scripts/bench_optim.py, one thread: on the default recipe's 1.84M weights compil
 0.48x its eager step, RMSprop 0.48x, Nesterov 0.79x; on 0.59M only Adam and RMSprop gained."""
 
 _compiled: dict[Callable[..., None], Callable[..., None]] = {}
+_full: set[Callable[..., None]] = set()
+"""Functions whose graph limit was reached (and said so)."""
 _unavailable: str | None = None
 """Why torch.compile can't run here, once found out (then every step runs eagerly)."""
 
@@ -73,6 +75,36 @@ def run_compiled(function: Callable[..., None], **arguments: Any) -> bool:
         _give_up(f"torch.compile failed ({str(error).splitlines()[0]})")
         return False
     return True
+
+
+def has_room(function: Callable[..., None]) -> bool:
+    """Whether Dynamo will still compile `function` for one more network in this process.
+
+    Dynamo keeps at most `recompile_limit` graphs (8) of a function. Past them it runs the
+    function uncompiled but with the compiled path's 0-d tensor scalars, which measured 2-5x
+    slower than torch's fused step: an optimizer that would land there (a tune's later trials,
+    say) takes the eager step, with Python numbers, instead, and says so once per function.
+    True where this torch can't tell.
+    """
+    try:
+        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+
+        config = torch._dynamo.config
+        limit = getattr(config, "recompile_limit", None) or config.cache_size_limit
+        graphs = len(_debug_get_cache_entry_list(function.__code__))
+    except (ImportError, AttributeError):
+        return True
+    if graphs < limit:
+        return True
+    if function not in _full:
+        _full.add(function)
+        warnings.warn(
+            f"optimizer compile: torch.compile holds {graphs} graphs of {function.__name__} in "
+            "this process already, its limit; further networks take the eager step",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return False
 
 
 def _why_not(device: torch.device) -> str | None:

@@ -49,6 +49,7 @@ class Optimizer(torch.optim.Optimizer):
         self.compile = compile
         self._compiled: bool | None = None  # decided at the first step, on the params then
         self._lr_tensor: Tensor | None = None  # the compiled step's lr, refilled every step
+        self._compiled_functions: set[Callable[..., None]] = set()  # compiled by this optimizer
 
     def apply_step(self, function: Callable[..., None], *, lr: float, **arguments: Any) -> None:
         """Run the functional step `function` on one group's lists, compiled or eagerly.
@@ -60,6 +61,12 @@ class Optimizer(torch.optim.Optimizer):
         if self._compiled is None:
             params = [p for group in self.param_groups for p in group["params"]]
             self._compiled = _compile.wants_compile(self.compile, params, self.compile_pays)
+        if self._compiled and function not in self._compiled_functions:
+            # This optimizer's first step of `function`: one more graph, if Dynamo has room.
+            if _compile.has_room(function):
+                self._compiled_functions.add(function)
+            else:
+                self._compiled = False
         if self._compiled:
             if self._lr_tensor is None:
                 self._lr_tensor = torch.tensor(lr, dtype=torch.float64)
