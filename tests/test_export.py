@@ -49,7 +49,7 @@ def runs(demo_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     folder = tmp_path_factory.mktemp("runs")
     return {
         "plain": train("demo.yaml", demo_photos, folder, "plain"),
-        # The default recipe: 4 networks, batch norm, ZCA whitening (at a tiny width).
+        # The default recipe: 8 networks, batch norm, ZCA whitening (at a tiny width).
         "default": train("default.yaml", demo_photos, folder, "default"),
     }
 
@@ -74,7 +74,7 @@ def test_exported_networks_give_catdogs_answers(
     run = runs[recipe]
     if recipe == "default":
         text = (run / "config.yaml").read_text()
-        assert "ensemble: 4" in text and "batch_norm: true" in text and "zca" in text
+        assert "ensemble: 8" in text and "batch_norm: true" in text and "zca" in text
     photos = real_sample(real_photos, tmp_path)
     onnx_file, script_file = tmp_path / "net.onnx", tmp_path / "net.torchscript.pt"
     for file, kind in ((onnx_file, "onnx"), (script_file, "torchscript")):
