@@ -8,6 +8,18 @@ import pytest
 
 from tests.helpers import REAL_PHOTOS
 
+FORKING_FIRST = "tests/test_distributed.py"
+"""Its ranks are forked from the test process, and a forked child can't run backward once its
+parent has both compiled something (torch.compile) and run a backward ("Unable to handle
+autograd's threading in combination with fork-based multiprocessing"): seen when pytest-xdist
+gave one worker compiled optimizer proofs before it."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the forking tests first, in collection order, before any test could compile: each
+    xdist worker then meets them before anything else it runs."""
+    items.sort(key=lambda item: not item.nodeid.startswith(FORKING_FIRST))
+
 
 @pytest.fixture(autouse=True)
 def private_cache(
