@@ -6,7 +6,7 @@ whole list), in the manner of optax's `update_moment` and `bias_correction`:
 - coupled weight decay       :math:`g + \lambda w`                              `with_weight_decay`
 - the EMA (a moment)         :math:`m \leftarrow \beta m + (1-\beta)\, x^k`     `update_moment_`
 - the heavy-ball velocity    :math:`v \leftarrow \beta v + g`                   `update_velocity_`
-- the step count             :math:`t \leftarrow t + 1`                            `count_steps`
+- the step count             :math:`t \leftarrow t + 1`                         `count_steps`
 - bias correction            :math:`1 - \beta^t`                                `bias_correction`
 - the descent step           :math:`w \leftarrow w - \eta\, d`                  `descend_`
 - the step scaled by the RMS :math:`w \leftarrow w - \eta\, d/(\sqrt s + \epsilon)`  `descend_rms_`

@@ -44,8 +44,8 @@ class Momentum(Optimizer):
 
     parameter_copies = 1
     # `auto` compiles it (large CPU networks): compiled, its step took 0.64-0.78x the eager one
-    # on the default network at 1 and 2 threads, all four forms (scripts/bench_optim.py, an
-    # idle machine); the eager step is two or three foreach passes over memory.
+    # on 4 x 768-512-128-1 networks at 1 and 2 threads, all four forms (scripts/bench_optim.py,
+    # an idle machine); the eager step is two or three foreach passes over memory.
 
     def __init__(
         self,
