@@ -140,6 +140,7 @@ def evaluate(
     data: str | os.PathLike[str] | None = None,
     *,
     tta: bool | None = None,
+    tta_shift: int | None = None,
     device: str | None = None,
     progress: bool = False,
     report: str | os.PathLike[str] | None = None,
@@ -147,7 +148,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Accuracy, loss, count and confusion matrix (with the checkpoint and its epoch), AUC,
     log-loss and ECE of a run (its best.pt, or a checkpoint file) on a photo folder, by default
-    its validation split; `report` names a folder for the pictures of `catdog.report`."""
+    its validation split; `report` names a folder for the pictures of `catdog.report`. `tta`
+    (mirror) and `tta_shift` (shifts of up to N px) average test-time views; None: the run's
+    eval.tta and eval.tta_shift."""
     from catdog.evaluate import evaluate as evaluate_run
     from catdog.rounding import rounded
 
@@ -162,6 +165,7 @@ def evaluate(
             progress=progress,
             report=Path(expand_path(report)) if report is not None else None,
             force=force,
+            tta_shift=tta_shift,
         )
     except DataError as error:
         if folder is None:
@@ -175,18 +179,20 @@ def predict(
     photos: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     tta: bool | None = None,
+    tta_shift: int | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> list["Prediction"]:
     """P(dog) for each photo (folders: every image below them), in order; a photo that can't be
-    read gets `probability=None` and its `error`."""
+    read gets `probability=None` and its `error`. `tta`, `tta_shift`: as for `evaluate`."""
     from catdog.predict import collect_photos
     from catdog.predict import predict as predict_photos
 
     if isinstance(photos, str | os.PathLike):
         photos = [photos]
     paths = collect_photos([expand_path(photo) for photo in photos])
-    return predict_photos(Path(expand_path(run)), paths, tta=tta, device=device, progress=progress)
+    target = Path(expand_path(run))
+    return predict_photos(target, paths, tta, device, progress, tta_shift=tta_shift)
 
 
 def check_can_run(config: "Config") -> None:

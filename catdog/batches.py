@@ -329,8 +329,8 @@ def _flip_and_shift(images: Tensor, flip: Tensor | None, shift: Tensor | None) -
     rows = ramp.expand(batch, size)
     cols = ramp.expand(batch, size)
     if shift is not None:
-        rows = _reflect(rows + shift[:, :1], size)
-        cols = _reflect(cols + shift[:, 1:], size)
+        rows = reflect(rows + shift[:, :1], size)
+        cols = reflect(cols + shift[:, 1:], size)
     if flip is not None:
         cols = torch.where(flip[:, None], size - 1 - cols, cols)
     # Each output pixel's place in its plane, the same for every channel: a gather along the
@@ -361,7 +361,7 @@ def zoom_and_rotate(unit: Tensor, zoom: Tensor | None, angle: Tensor | None) -> 
     )
 
 
-def _reflect(index: Tensor, size: int) -> Tensor:
+def reflect(index: Tensor, size: int) -> Tensor:
     """Mirror indices in [-(size-1), 2(size-1)] into [0, size-1] (edge pixel not repeated)."""
     last = size - 1
     return last - (last - index.abs()).abs()

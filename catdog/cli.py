@@ -167,6 +167,13 @@ def evaluate(
         "--tta/--no-tta",
         help="Average each photo with its mirror (default: the run's eval.tta).",
     ),
+    tta_shift: int = typer.Option(
+        None,
+        "--tta-shift",
+        min=0,
+        metavar="N",
+        help="Also average over shifts of up to N px (default: the run's eval.tta_shift).",
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
     report_dir: Path = typer.Option(
         None,
@@ -183,6 +190,7 @@ def evaluate(
         target,
         data,
         tta=tta,
+        tta_shift=tta_shift,
         device=device,
         progress=not as_json,
         report=report_dir,
@@ -233,6 +241,13 @@ def predict(
     ),
     force: bool = typer.Option(False, "--force", help="Replace --out or --kaggle if it exists."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Average each photo with its mirror."),
+    tta_shift: int = typer.Option(
+        None,
+        "--tta-shift",
+        min=0,
+        metavar="N",
+        help="Also average over shifts of up to N px (default: the run's eval.tta_shift).",
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
 ) -> None:
     """P(dog), label and confidence of each photo, as a table, CSV or JSON; or a Kaggle file."""
@@ -256,7 +271,9 @@ def predict(
     if kaggle is not None:
         photo_ids(photos)  # a name without a number is refused before decoding
     progress = sys.stderr.isatty()
-    predictions = predict_photos(target, photos, tta, device, progress, trained=trained)
+    predictions = predict_photos(
+        target, photos, tta, device, progress, trained=trained, tta_shift=tta_shift
+    )
     if warning := unreadable_warning(predictions):
         typer.echo(warning, err=True)
     if kaggle is not None:
@@ -292,12 +309,19 @@ def export(
     tta: bool = typer.Option(
         None, "--tta/--no-tta", help="Fold the mirror average in (default: the run's eval.tta)."
     ),
+    tta_shift: int = typer.Option(
+        None,
+        "--tta-shift",
+        min=0,
+        metavar="N",
+        help="Fold in the average over shifts of up to N px (default: eval.tta_shift).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """The network for use without catdog: uint8 photos (N, C, S, S) in, P(dog) out."""
     from catdog.export import export as export_run
 
-    exported = export_run(Path(expand_path(target)), format_, expanded(out), force, tta)
+    exported = export_run(Path(expand_path(target)), format_, expanded(out), force, tta, tta_shift)
     typer.echo(exported.describe())
 
 

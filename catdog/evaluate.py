@@ -90,6 +90,7 @@ def evaluate(
     progress: bool = True,
     report: Path | None = None,
     force: bool = False,
+    tta_shift: int | None = None,
 ) -> tuple[Measurement, dict[str, Any]]:
     """Measure a run on a whole folder of photos, or by default on its validation split.
 
@@ -98,7 +99,7 @@ def evaluate(
     """
     if report is not None:
         check_new_folder(report, "--report", force)
-    evaluation = evaluate_photos(target, data_root, tta, device, progress)
+    evaluation = evaluate_photos(target, data_root, tta, device, progress, tta_shift)
     if report is not None:
         from catdog.report import Scored, write_report
 
@@ -121,6 +122,7 @@ def evaluate_photos(
     tta: bool | None = None,
     device: str | None = None,
     progress: bool = True,
+    tta_shift: int | None = None,
 ) -> Evaluation:
     """`evaluate`, keeping each photo's path, label and P(dog).
 
@@ -129,6 +131,7 @@ def evaluate_photos(
     trained = restore(target, device)
     config = trained.config
     tta = config.eval.tta if tta is None else tta
+    tta_shift = config.eval.tta_shift if tta_shift is None else tta_shift
     if data_root is None:
         data = prepare_data(config, progress=progress)
         images, indices = data.images, data.val_indices
@@ -155,6 +158,7 @@ def evaluate_photos(
         trained.device,
         batch_size=config.eval.batch_size,
         tta=tta,
+        tta_shift=tta_shift,
     )
     labels = images.labels[indices]
     details = {
@@ -163,6 +167,7 @@ def evaluate_photos(
         "data": source,
         "skipped": len(images.skipped),
         "tta": tta,
+        "tta_shift": tta_shift,
         **classification.summary(labels, result.probabilities),
     }
     paths = [images.paths[i] for i in indices]

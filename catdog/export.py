@@ -4,7 +4,8 @@ The exported graph takes what a user has, a uint8 tensor of photos already resiz
 run's square, (N, C, S, S), RGB (or gray) channel-first, and returns P(dog), float32 (N,).
 Everything catdog does in between is folded in: the per-channel normalisation
 (x/255 − mean_c)/std_c, the ZCA whitening (a buffer of the network), batch norm in eval mode,
-the ensemble's mean of the members' P(dog), and optionally the mirror TTA.
+the ensemble's mean of the members' P(dog), and optionally the test-time views (mirror,
+shifts) of `catdog.views`, as a constant gather.
 
 ONNX uses torch's `torch.export`-based exporter (`pip install catdog[export]`: onnx,
 onnxscript; onnxruntime to run it). TorchScript needs only torch to load.
@@ -26,6 +27,7 @@ from catdog.checkpoint import resolve_checkpoint
 from catdog.errors import CheckpointError, ConfigError
 from catdog.evaluate import Trained, restore
 from catdog.outputs import check_new_file, written
+from catdog.views import gather_views, view_count, view_sources
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -36,7 +38,13 @@ class Deployed(nn.Module):
     """uint8 photos (N, C, S, S) → P(dog) (N,): catdog's whole prediction path in one module."""
 
     def __init__(
-        self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, tta: bool = False
+        self,
+        model: nn.Module,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        tta: bool = False,
+        tta_shift: int = 0,
+        size: int = 0,
     ) -> None:
         super().__init__()
         self.model = copy.deepcopy(model).cpu().eval().requires_grad_(False)
@@ -44,24 +52,26 @@ class Deployed(nn.Module):
         scale, offset = _affine(mean, std, torch.device("cpu"))
         self.register_buffer("scale", scale)
         self.register_buffer("offset", offset)
-        self.tta = tta
+        self.tta, self.tta_shift = tta, tta_shift
+        self.views = tta or tta_shift > 0
+        if self.views:
+            self.register_buffer("sources", view_sources(size, tta, tta_shift))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(torch.float32) * self.scale - self.offset
-        p_dog = self._p_dog(x.flatten(1))
-        if self.tta:  # mirror each photo left-right and average the two P(dog)
-            p_dog = (p_dog + self._p_dog(x.flip(-1).flatten(1))) / 2
-        return p_dog
-
-    def _p_dog(self, x: torch.Tensor) -> torch.Tensor:
-        p_dog = torch.sigmoid(self.model(x))
-        return p_dog.mean(dim=1) if p_dog.dim() == 2 else p_dog
+        if self.views:  # every view of every photo in one batch, P(dog) averaged per photo
+            x = gather_views(x, self.sources)
+        p_dog = torch.sigmoid(self.model(x.flatten(1)))  # (N·V,), or (N·V, members)
+        views = len(self.sources) if self.views else 1  # a constant: the batch stays dynamic
+        return p_dog.unflatten(0, (-1, views)).flatten(1).mean(dim=1)
 
 
-def deployed(trained: Trained, tta: bool | None = None) -> Deployed:
+def deployed(trained: Trained, tta: bool | None = None, tta_shift: int | None = None) -> Deployed:
     tta = trained.config.eval.tta if tta is None else tta
+    tta_shift = trained.config.eval.tta_shift if tta_shift is None else tta_shift
     mean, std = (torch.as_tensor(a, dtype=torch.float64) for a in (trained.mean, trained.std))
-    return Deployed(trained.model, mean, std, tta).eval()
+    size = trained.config.data.image_size
+    return Deployed(trained.model, mean, std, tta, tta_shift, size).eval()
 
 
 def input_shape(trained: Trained) -> tuple[int, int, int]:
@@ -74,11 +84,15 @@ class Exported:
     path: Path
     input_shape: tuple[int, int, int]  # (C, S, S) of each photo
     tta: bool
+    tta_shift: int = 0
 
     def describe(self) -> str:
         channels, size, _ = self.input_shape
         colour = "gray" if channels == 1 else "RGB"
-        mirror = ", mirror TTA folded in" if self.tta else ""
+        shifts = f"shifts of up to {self.tta_shift} px"
+        kinds = ["mirror"] * self.tta + [shifts] * (self.tta_shift > 0)
+        count = view_count(self.tta, self.tta_shift, size)
+        mirror = f", TTA folded in ({', '.join(kinds)}: {count} views)" if kinds else ""
         return (
             f"wrote {self.path}: input {INPUT_NAME} uint8 (N, {channels}, {size}, {size}) "
             f"{colour} photos squashed to {size}x{size}, output {OUTPUT_NAME} float32 (N,)"
@@ -109,6 +123,7 @@ def export(
     out: Path | None = None,
     force: bool = False,
     tta: bool | None = None,
+    tta_shift: int | None = None,
 ) -> "Exported":
     """Write the run's network as `format` to `out` (default beside the checkpoint)."""
     if format not in SUFFIXES:
@@ -118,14 +133,14 @@ def export(
     if format == "onnx":
         _require_onnx()
     trained = restore(checkpoint, device="cpu")
-    module = deployed(trained, tta)
+    module = deployed(trained, tta, tta_shift)
     example = torch.zeros((2, *input_shape(trained)), dtype=torch.uint8)
     with written(out) as temporary:
         if format == "onnx":
             to_onnx(module, example, temporary)
         else:
             to_torchscript(module, example, temporary)
-    return Exported(out, input_shape(trained), module.tta)
+    return Exported(out, input_shape(trained), module.tta, module.tta_shift)
 
 
 def to_onnx(module: Deployed, example: torch.Tensor, path: Path) -> None:

@@ -8,6 +8,7 @@ from torch import nn
 
 from catdog.batches import to_inputs
 from catdog.losses import Loss
+from catdog.views import gather_views, view_sources
 
 
 @dataclass
@@ -37,21 +38,22 @@ def predict_pixels(
     std: np.ndarray,
     device: torch.device,
     tta: bool = False,
+    tta_shift: int = 0,
 ) -> torch.Tensor:
-    """Logits (B,) for uint8 photos (B, C, S, S); with `tta`, each photo and its mirror averaged.
+    """Logits (B,) for uint8 photos (B, C, S, S), averaged over test-time views if asked.
 
     Probabilities are averaged, not logits: an ensemble's (B, N) logits become
-    logit((1/N) Σ_k σ(z_k)), and with `tta` the mirror's P(dog) joins that mean.
-    A single network without `tta` returns its own logits unchanged.
+    logit((1/N) Σ_k σ(z_k)). With `tta` each photo's mirror joins that mean, with `tta_shift`
+    its shifts of up to that many pixels (`catdog.views`): the mean runs over every (view,
+    member) pair. A single network without views returns its own logits unchanged.
     """
     batch = torch.as_tensor(pixels)
-    logits = model(to_inputs(batch, mean, std, device))
-    if not tta and logits.ndim == 1:
-        return logits
-    probability = _mean_probability(logits)
-    if tta:
-        mirrored = model(to_inputs(batch.flip(-1), mean, std, device))
-        probability = (probability + _mean_probability(mirrored)) / 2
+    if not tta and not tta_shift:
+        logits = model(to_inputs(batch, mean, std, device))
+        return logits if logits.ndim == 1 else torch.logit(_mean_probability(logits), eps=1e-7)
+    sources = view_sources(batch.shape[-1], tta, tta_shift).to(batch.device)
+    logits = model(to_inputs(gather_views(batch, sources), mean, std, device))
+    probability = torch.sigmoid(logits).reshape(len(batch), -1).mean(dim=1)
     return torch.logit(probability, eps=1e-7)
 
 
@@ -73,6 +75,7 @@ def measure(
     device: torch.device,
     batch_size: int = 1024,
     tta: bool = False,
+    tta_shift: int = 0,
 ) -> Measurement:
     """Evaluate `model` on rows `indices` of `pixels`, in eval mode, restoring its mode after."""
     was_training = model.training
@@ -81,7 +84,8 @@ def measure(
     logits = []
     for start in range(0, len(indices), batch_size):
         rows = indices[start : start + batch_size]
-        logits.append(predict_pixels(model, pixels[rows], mean, std, device, tta).float().cpu())
+        logit = predict_pixels(model, pixels[rows], mean, std, device, tta, tta_shift)
+        logits.append(logit.float().cpu())
     model.train(was_training)
     if not logits:
         return Measurement(float("nan"), float("nan"), 0, [[0, 0], [0, 0]], np.empty(0, np.float32))

@@ -107,6 +107,7 @@ def predict(
     device: str | None = None,
     progress: bool = True,
     trained: Any = None,
+    tta_shift: int | None = None,
 ) -> list[Prediction]:
     """P(dog) for each photo of `paths`, in order; unreadable ones get their error instead.
 
@@ -121,6 +122,7 @@ def predict(
     trained = trained or restore(target, device)
     config = trained.config
     tta = config.eval.tta if tta is None else tta
+    tta_shift = config.eval.tta_shift if tta_shift is None else tta_shift
     photos = PhotoSet(
         root=Path(os.path.commonpath([os.path.abspath(p) for p in paths])),
         paths=list(paths),
@@ -142,7 +144,7 @@ def predict(
     for start in range(0, len(images), batch):
         pixels = np.array(images.pixels[start : start + batch])  # torch wants it writable
         logits = predict_pixels(
-            trained.model, pixels, trained.mean, trained.std, trained.device, tta
+            trained.model, pixels, trained.mean, trained.std, trained.device, tta, tta_shift
         )
         chunks.append(torch.sigmoid(logits.float()).cpu().numpy())
     p_dog = np.concatenate(chunks) if chunks else np.empty(0, np.float32)

@@ -361,6 +361,7 @@ def measure_validation(run: Run) -> Measurement:
         run.device,
         batch_size=run.config.eval.batch_size,
         tta=run.config.eval.tta,
+        tta_shift=run.config.eval.tta_shift,
     )
     if distributed.world_size() == 1:
         return part

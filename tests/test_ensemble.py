@@ -98,11 +98,12 @@ def test_cli_trains_evaluates_and_predicts_with_an_ensemble(
         "--set", "output.name=ens",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    for tta in ("--no-tta", "--tta"):
+    for tta in ("--no-tta", "--tta", "--tta-shift=1"):
         result = catdog("evaluate", tmp_path / "ens", "--json", tta)
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert report["count"] == 24
+        assert (report["tta"], report["tta_shift"]) == (tta == "--tta", int(tta == "--tta-shift=1"))
         if tta == "--no-tta":  # the run measured its epochs without TTA
             best = max(
                 read_metrics(tmp_path / "ens" / "metrics.csv"), key=lambda r: r["val_accuracy"]
@@ -111,7 +112,7 @@ def test_cli_trains_evaluates_and_predicts_with_an_ensemble(
                 best["val_accuracy"], abs=5e-5
             )  # metrics.csv: 1e-4
         else:
-            assert 0.5 <= report["accuracy"] <= 1.0  # mirrored photos are no harder
+            assert 0.5 <= report["accuracy"] <= 1.0  # mirrored or shifted photos are no harder
     photo = sorted(demo_photos.glob("*.jpg"))[0]
     predicted = catdog("predict", tmp_path / "ens", photo, "--format", "csv")
     assert predicted.returncode == 0, predicted.stderr

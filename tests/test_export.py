@@ -100,18 +100,30 @@ def test_exported_networks_give_catdogs_answers(
     assert np.ptp(expected) > 0  # distinct photos, distinct answers: not a constant
 
 
-def test_mirror_tta_folds_in_too(runs: dict[str, Path], real_photos: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [(["--tta"], "(mirror: 2 views)"), (["--tta", "--tta-shift", "1"], "px: 18 views)")],
+)
+def test_test_time_views_fold_in_too(
+    options: list[str], says: str, runs: dict[str, Path], real_photos: Path, tmp_path: Path
+) -> None:
+    import onnxruntime
     import torch
 
     photos = real_sample(real_photos, tmp_path)
-    file = tmp_path / "tta.torchscript.pt"
-    result = catdog("export", runs["default"], "--format", "torchscript", "--tta", "--out", file)
-    assert result.returncode == 0, result.stderr
-    assert "mirror TTA folded in" in result.stdout
-    pixels = torch.from_numpy(np.stack([decode_photo(p, 16, False) for p in photos]))
+    pixels = np.stack([decode_photo(p, 16, False) for p in photos])
+    expected = catdog_p_dog(runs["default"], photos, *options)
+    assert not np.allclose(expected, catdog_p_dog(runs["default"], photos, "--no-tta"), atol=1e-4)
+    onnx_file, script_file = tmp_path / "tta.onnx", tmp_path / "tta.torchscript.pt"
+    for file, kind in ((onnx_file, "onnx"), (script_file, "torchscript")):
+        result = catdog("export", runs["default"], "--format", kind, *options, "--out", file)
+        assert result.returncode == 0, result.stderr
+        assert "TTA folded in" in result.stdout and says in result.stdout
     with torch.no_grad():
-        exported = torch.jit.load(str(file))(pixels).numpy()
-    np.testing.assert_allclose(exported, catdog_p_dog(runs["default"], photos, "--tta"), atol=1e-5)
+        scripted = torch.jit.load(str(script_file))(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(scripted, expected, rtol=0, atol=1e-5)
+    session = onnxruntime.InferenceSession(str(onnx_file))
+    np.testing.assert_allclose(session.run(None, {"pixels": pixels})[0], expected, atol=1e-5)
 
 
 def test_the_readme_example_labels_a_photo_without_catdog(
