@@ -140,14 +140,18 @@ def train(
         summary = api.run_training(training, quiet=False)
         if not distributed.is_main():
             return
+    held_out = not math.isnan(summary.best_accuracy)
     best = (
         f"{summary.best_accuracy:.2%} at epoch {summary.best_epoch}"
-        if summary.best_epoch
+        if summary.best_epoch and held_out
         else "n/a"
+        if held_out
+        else "none (data.val_fraction 0: trained on every photo)"
     )
+    evaluation = f"{command()} evaluate {summary.run_dir}" + ("" if held_out else " --data DIR")
     typer.echo(
         f"run: {summary.run_dir}  epochs: {summary.epochs}  best val_acc: {best}  "
-        f"time: {summary.seconds:.1f}s\nevaluate with: {command()} evaluate {summary.run_dir}"
+        f"time: {summary.seconds:.1f}s\nevaluate with: {evaluation}"
     )
 
 

@@ -136,6 +136,12 @@ def evaluate_photos(
         data = prepare_data(config, progress=progress)
         images, indices = data.images, data.val_indices
         source = f"{config.data.root} (validation split)"
+        if len(indices) == 0:
+            raise DataError(
+                f"{target}: trained on all of {config.data.root} (data.val_fraction: "
+                f"{config.data.val_fraction:g}), so no photo was held out; evaluate it on photos "
+                "it never saw: catdog evaluate RUN --data DIR"
+            )
     else:
         images = load_images(
             _labelled_photos(data_root),

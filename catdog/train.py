@@ -332,9 +332,10 @@ def end_epoch(run: Run, lr: float, seconds: float, started: float, resumed_at: f
     runs.append_metrics_row(run.run_dir / runs.METRICS, row)
     best = [run.run_dir / runs.BEST] if improved else []
     save_checkpoint(state, run.run_dir / runs.LAST, *best)  # best.pt: a link, not a second write
+    measured = f"val_loss {val.loss:.4f}  val_acc {val.accuracy:.2%}" if val.count else "no val"
     print(
-        f"epoch {epoch:>3}/{config.train.epochs}  train_loss {train_loss:.4f}  "
-        f"val_loss {val.loss:.4f}  val_acc {val.accuracy:.2%}  {seconds:.1f}s",
+        f"epoch {epoch:>3}/{config.train.epochs}  train_loss {train_loss:.4f}  {measured}  "
+        f"{seconds:.1f}s",
         flush=True,
     )
     for observer in run.observers:

@@ -81,7 +81,12 @@ class TuneRequest:
             )
         if self.jobs < 1:
             raise ConfigError(f"--jobs {self.jobs}: give at least 1 process")
-        validate(json.loads(json.dumps(self.base)), source="config")
+        config = validate(json.loads(json.dumps(self.base)), source="config")
+        if config.data.val_fraction == 0:
+            raise ConfigError(
+                "data.val_fraction 0: tune scores each trial on its validation split, and this "
+                "config trains on every photo; hold some out: --set data.val_fraction=0.2"
+            )
         return parse_space(self.space, self.base)
 
     @property

@@ -849,13 +849,24 @@ def test_evaluate_makes_its_cache_where_this_machine_says(
     assert not elsewhere.exists()
 
 
-def test_evaluate_json_never_prints_nan(tmp_path: Path) -> None:
+def test_a_run_without_validation_says_where_to_evaluate_it(tmp_path: Path) -> None:
     photos = flat_folder(tmp_path / "photos", count=8)
     args = ["train", "--set", f"data.root={photos}", *TRAIN, "--set", "data.val_fraction=0"]
     args += ["--set", f"output.dir={tmp_path / 'runs'}", "--set", "output.name=r"]
-    assert run_catdog(*args).returncode == 0
-    result = run_catdog("evaluate", tmp_path / "runs" / "r", "--json")
+    trained = run_catdog(*args)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "no val" in trained.stdout and "nan" not in trained.stdout
+    assert f"evaluate {tmp_path / 'runs' / 'r'} --data DIR" in trained.stdout
+    refused = run_catdog("evaluate", tmp_path / "runs" / "r", "--json")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "no photo was held out" in refused.stderr and "--data DIR" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    # On other photos it measures, as strict JSON: one class leaves AUC undefined, never NaN.
+    cats = tmp_path / "cats" / "cat"
+    cats.mkdir(parents=True)
+    for photo in sorted(photos.glob("cat.*"))[:2]:
+        (cats / photo.name).symlink_to(photo)
+    result = run_catdog("evaluate", tmp_path / "runs" / "r", "--json", "--data", cats.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout)  # strict JSON: NaN would not parse with this hook
-    json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in {result.stdout}"))
-    assert report["count"] == 0 and report["loss"] is None
+    report = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in output"))
+    assert report["count"] == 2 and report["auc"] is None

@@ -80,6 +80,7 @@ SPACE = ["--space", "optimizer.lr=log:1e-4:1"]
         ([*SPACE, "--storage", "sqlite:////no/such/folder/x.db"], ["--storage", "cannot open"]),
         ([*SPACE, "--storage", "/no/such/folder/x.journal"], ["--storage", "cannot open"]),
         ([*SPACE, "--objective", "accuracy"], ["--objective", "val_accuracy"]),
+        ([*SPACE, "--set", "data.val_fraction=0"], ["data.val_fraction 0", "hold some out"]),
     ],
 )
 def test_bad_tune_input_is_one_line_exit_2_and_writes_nothing(
