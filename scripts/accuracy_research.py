@@ -5,7 +5,8 @@ seed S this runs what
 
     catdog train --config CONFIG --set ... --set seed=S \
         --set output.dir=OUT --set output.name=TAG-sS --set train.progress=false
-    catdog evaluate OUT/TAG-sS --json          # and with --tta, if asked
+    catdog evaluate OUT/TAG-sS --json          # and with --tta [--tta-shift N], if asked
+    catdog evaluate OUT/TAG-sS --json --data JUDGE    # with --judge: photos no run saw
 
 run (`catdog.config.load_config`, `catdog.experiment.run`, `catdog.evaluate.evaluate`), so every
 figure is a catdog figure by construction. It prints one line per seed and appends one JSON line
@@ -13,7 +14,10 @@ per recipe to `--results`: per seed the last epoch's validation accuracy (metric
 epoch, best.pt's accuracy (the checkpoint `catdog evaluate` reads; chosen on the same split, so
 optimistic) and the training seconds; then their means and sample standard deviations. The seed
 draws the validation split too, so seeds differ in split as well as in initialisation and batches
-(docs/accuracy.md's product tables were measured this way).
+(docs/accuracy.md's product tables were measured this way). A recipe that refits on every photo
+(data.val_fraction 0) has no split to score: give it --judge, a photo folder set aside with
+scripts/holdout.py, which scores best.pt without views (judge) and with the run's eval views
+(judge_views).
 
     python scripts/accuracy_research.py --tag nobn --config configs/default.yaml \\
         --set model.batch_norm=false --seeds 0 1 2 --out /tmp/research --results research.jsonl
@@ -33,6 +37,15 @@ from catdog.errors import CheckpointError, ConfigError, DataError, Diverged
 from catdog.evaluate import evaluate
 from catdog.experiment import run
 
+# Each figure a seed can have, as the lines print it.
+NAMES = {
+    "last": "last",
+    "best_pt": "best.pt",
+    "best_pt_tta": "best.pt with views",
+    "judge": "judge",
+    "judge_views": "judge with views",
+}
+
 
 def train_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Train and evaluate the recipe with `seed`; the run's figures."""
@@ -46,19 +59,27 @@ def train_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     ]
     config = load_config(args.config, overrides)
     summary = run(config, label=args.tag)
-    best_pt, _ = evaluate(summary.run_dir, tta=False, progress=False)
     row: dict[str, Any] = {
         "seed": seed,
         "run": str(summary.run_dir),
         "epochs": summary.epochs,
-        "last": round(summary.final.get("val_accuracy", float("nan")), 4),
         "best_epoch": summary.best_epoch,
-        "best_pt": round(best_pt.accuracy, 4),
         "train_seconds": round(summary.seconds, 1),
     }
-    if args.tta:
-        mirrored, _ = evaluate(summary.run_dir, tta=True, progress=False)
-        row["best_pt_tta"] = round(mirrored.accuracy, 4)
+    if config.data.val_fraction > 0:
+        best_pt, _ = evaluate(summary.run_dir, tta=False, tta_shift=0, progress=False)
+        row["last"] = round(summary.final["val_accuracy"], 4)
+        row["best_pt"] = round(best_pt.accuracy, 4)
+        if args.tta:
+            viewed, _ = evaluate(
+                summary.run_dir, tta=True, tta_shift=args.tta_shift, progress=False
+            )
+            row["best_pt_tta"] = round(viewed.accuracy, 4)
+    if args.judge is not None:
+        judged, _ = evaluate(summary.run_dir, args.judge, tta=False, tta_shift=0, progress=False)
+        row["judge"] = round(judged.accuracy, 4)
+        viewed, _ = evaluate(summary.run_dir, args.judge, progress=False)  # the run's eval views
+        row["judge_views"] = round(viewed.accuracy, 4)
     return row
 
 
@@ -76,7 +97,7 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str,
         "seeds": [row["seed"] for row in rows],
         "runs": rows,
     }
-    for key in ("last", "best_pt", "best_pt_tta"):
+    for key in ("last", "best_pt", "best_pt_tta", "judge", "judge_views"):
         if rows and key in rows[0]:
             mean, deviation = spread([row[key] for row in rows])
             result[f"{key}_mean"], result[f"{key}_std"] = round(mean, 4), round(deviation, 4)
@@ -96,12 +117,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, default=Path("research"), help="parent of the runs")
     parser.add_argument("--tta", action="store_true", help="also evaluate with mirror averaging")
+    parser.add_argument(
+        "--tta-shift", type=int, default=0, metavar="N", help="--tta: with shifts of up to N px"
+    )
+    parser.add_argument(
+        "--judge", type=Path, metavar="DIR", help="also score best.pt on these photos (holdout.py)"
+    )
     parser.add_argument("--results", type=Path, help="append the recipe's JSON line here")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.judge is not None and not args.judge.is_dir():
+        print(f"error: --judge {args.judge}: no such folder", file=sys.stderr)
+        return 2
     rows = []
     for seed in args.seeds:
         try:
@@ -113,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.tag} seed {seed}: diverged: {error}", file=sys.stderr)
             return 3
         rows.append(row)
+        figures = [f"{NAMES[key]} {row[key]:.2%}" for key in NAMES if key in row]
         print(
-            f"{args.tag} seed {seed}: last {row['last']:.2%}, best epoch {row['best_epoch']}, "
-            f"best.pt {row['best_pt']:.2%}, {row['train_seconds']:.0f} s training",
+            f"{args.tag} seed {seed}: {', '.join(figures)}, best epoch {row['best_epoch']}, "
+            f"{row['train_seconds']:.0f} s training",
             flush=True,
         )
     result = summarise(args, rows)
@@ -123,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.results is not None:
         with args.results.open("a") as file:
             file.write(line + "\n")
-    print(
-        f"{args.tag}: last {100 * result['last_mean']:.2f} ± {100 * result['last_std']:.2f}, "
-        f"best.pt {100 * result['best_pt_mean']:.2f} ± {100 * result['best_pt_std']:.2f} "
-        f"over seeds {result['seeds']}",
-        flush=True,
-    )
+    spreads = [
+        f"{NAMES[key]} {100 * result[f'{key}_mean']:.2f} ± {100 * result[f'{key}_std']:.2f}"
+        for key in NAMES
+        if f"{key}_mean" in result
+    ]
+    print(f"{args.tag}: {', '.join(spreads)} over seeds {result['seeds']}", flush=True)
     return 0
 
 

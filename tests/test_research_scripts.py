@@ -66,6 +66,35 @@ def test_research_figures_are_the_products_own(demo_photos: Path, tmp_path: Path
     assert result["last_std"] == round(statistics.stdev(lasts), 4)
 
 
+def test_a_refit_is_scored_on_photos_set_aside(demo_photos: Path, tmp_path: Path) -> None:
+    held = tmp_path / "held"
+    made = script("holdout.py", demo_photos, held, "--fraction", "0.25", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    pool, judge = sorted((held / "pool").iterdir()), sorted((held / "judge").rglob("*.jpg"))
+    originals = {photo.resolve() for photo in demo_photos.rglob("*.jpg")}
+    assert len(pool) + len(judge) == len(originals)
+    assert {p.resolve() for p in pool} | {p.resolve() for p in judge} == originals  # links
+    assert {p.parent.name for p in judge} == {"cat", "dog"}
+    assert all(p.name[0].isdigit() for p in judge)  # only the folder says the label
+    again = script("holdout.py", demo_photos, held, cwd=tmp_path)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+    results = tmp_path / "results.jsonl"
+    args = ["--tag", "r", "--out", tmp_path / "out", "--results", results]
+    args += ["--judge", held / "judge"]
+    sets = [*recipe(held / "pool"), "--set", "data.val_fraction=0", "--set", "eval.tta=true"]
+    done = script("accuracy_research.py", *args, *sets, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(results.read_text())["runs"]
+    assert "last" not in row and "best_pt" not in row  # nothing was held out of the pool
+    for key, options in (("judge", ["--no-tta"]), ("judge_views", [])):
+        evaluated = catdog("evaluate", row["run"], "--json", "--data", held / "judge", *options)
+        assert evaluated.returncode == 0, evaluated.stderr
+        report = json.loads(evaluated.stdout)
+        assert report["count"] == len(judge) and report["tta"] == (key == "judge_views")
+        assert row[key] == round(report["accuracy"], 4)
+
+
 def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = script("accuracy_research.py", "--set", "model.hidden=wide", cwd=tmp_path)
     assert done.returncode == 2
