@@ -169,7 +169,8 @@ def evaluate(
     tta: bool = typer.Option(
         None,
         "--tta/--no-tta",
-        help="Average each photo with its mirror (default: the run's eval.tta).",
+        help="Average each photo with its mirror; --no-tta: no test-time views unless "
+        "--tta-shift (default: the run's eval.tta).",
     ),
     tta_shift: int = typer.Option(
         None,
@@ -244,7 +245,12 @@ def predict(
         0.005, "--clip", metavar="EPS", help="--kaggle: P(dog) clipped to [EPS, 1 - EPS]."
     ),
     force: bool = typer.Option(False, "--force", help="Replace --out or --kaggle if it exists."),
-    tta: bool = typer.Option(None, "--tta/--no-tta", help="Average each photo with its mirror."),
+    tta: bool = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Average each photo with its mirror; --no-tta: no test-time views unless "
+        "--tta-shift (default: the run's eval.tta).",
+    ),
     tta_shift: int = typer.Option(
         None,
         "--tta-shift",
@@ -311,7 +317,10 @@ def export(
         help="Default: beside the checkpoint, best.onnx or best.torchscript.pt.",
     ),
     tta: bool = typer.Option(
-        None, "--tta/--no-tta", help="Fold the mirror average in (default: the run's eval.tta)."
+        None,
+        "--tta/--no-tta",
+        help="Fold the mirror average in; --no-tta: no test-time views unless --tta-shift "
+        "(default: the run's eval.tta).",
     ),
     tta_shift: int = typer.Option(
         None,

@@ -235,9 +235,11 @@ class EvalConfig(Section):
     tta: bool = False
     """Test-time augmentation: average P(dog) of each photo and its mirror image."""
     tta_shift: int = Field(0, ge=0)
-    """Test-time augmentation over shifts: also average over each photo moved by every offset of
-    up to N px along each axis, borders reflected as training's shifts do: (2N+1)² views, each
-    mirrored too with tta (1 with tta: 18 forward passes a photo). 0: off."""
+    """Test-time augmentation over shifts for evaluate, predict and export: also average over
+    each photo moved by every offset of up to N px along each axis, borders reflected as
+    training's shifts do: (2N+1)² views, each mirrored too with tta (2 with tta: 50 forward
+    passes a photo). The per-epoch validation leaves the shifts out (it would cost 50 times an
+    epoch's validation), so its figures can differ from evaluate's. 0: off."""
     batch_size: int = Field(1024, ge=1)
     """Photos per forward pass when measuring (memory, not results)."""
 

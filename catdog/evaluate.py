@@ -116,6 +116,15 @@ def evaluate(
     return evaluation.measurement, evaluation.details
 
 
+def chosen_views(config: Config, tta: bool | None, tta_shift: int | None) -> tuple[bool, int]:
+    """(mirror, shift) of the test-time views: the run's eval.tta and eval.tta_shift, unless
+    asked otherwise; asking for no TTA (`tta` False) turns the shifts off too unless named."""
+    mirror = config.eval.tta if tta is None else tta
+    if tta_shift is None:
+        tta_shift = 0 if tta is False else config.eval.tta_shift
+    return mirror, tta_shift
+
+
 def evaluate_photos(
     target: str | Path,
     data_root: str | Path | None = None,
@@ -130,8 +139,7 @@ def evaluate_photos(
     """
     trained = restore(target, device)
     config = trained.config
-    tta = config.eval.tta if tta is None else tta
-    tta_shift = config.eval.tta_shift if tta_shift is None else tta_shift
+    tta, tta_shift = chosen_views(config, tta, tta_shift)
     if data_root is None:
         data = prepare_data(config, progress=progress)
         images, indices = data.images, data.val_indices

@@ -25,7 +25,7 @@ from torch import nn
 from catdog.batches import _affine
 from catdog.checkpoint import resolve_checkpoint
 from catdog.errors import CheckpointError, ConfigError
-from catdog.evaluate import Trained, restore
+from catdog.evaluate import Trained, chosen_views, restore
 from catdog.outputs import check_new_file, written
 from catdog.views import gather_views, view_count, view_sources
 
@@ -67,8 +67,7 @@ class Deployed(nn.Module):
 
 
 def deployed(trained: Trained, tta: bool | None = None, tta_shift: int | None = None) -> Deployed:
-    tta = trained.config.eval.tta if tta is None else tta
-    tta_shift = trained.config.eval.tta_shift if tta_shift is None else tta_shift
+    tta, tta_shift = chosen_views(trained.config, tta, tta_shift)
     mean, std = (torch.as_tensor(a, dtype=torch.float64) for a in (trained.mean, trained.std))
     size = trained.config.data.image_size
     return Deployed(trained.model, mean, std, tta, tta_shift, size).eval()

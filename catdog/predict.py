@@ -115,14 +115,13 @@ def predict(
     """
     import torch
 
-    from catdog.evaluate import restore
+    from catdog.evaluate import chosen_views, restore
     from catdog.images import load_images
     from catdog.metrics import predict_pixels
 
     trained = trained or restore(target, device)
     config = trained.config
-    tta = config.eval.tta if tta is None else tta
-    tta_shift = config.eval.tta_shift if tta_shift is None else tta_shift
+    tta, tta_shift = chosen_views(config, tta, tta_shift)
     photos = PhotoSet(
         root=Path(os.path.commonpath([os.path.abspath(p) for p in paths])),
         paths=list(paths),

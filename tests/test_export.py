@@ -94,7 +94,7 @@ def test_exported_networks_give_catdogs_answers(
     assert fresh.returncode == 0, fresh.stderr
     answers = json.loads(fresh.stdout)
     assert answers["input"][1:] == ["3", "16", "16"]
-    expected = catdog_p_dog(run, photos, "--no-tta")
+    expected = catdog_p_dog(run, photos)  # both with the run's own test-time views, if any
     np.testing.assert_allclose(answers["onnx"], expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(answers["torchscript"], expected, rtol=0, atol=1e-5)
     assert np.ptp(expected) > 0  # distinct photos, distinct answers: not a constant
@@ -102,7 +102,11 @@ def test_exported_networks_give_catdogs_answers(
 
 @pytest.mark.parametrize(
     ("options", "says"),
-    [(["--tta"], "(mirror: 2 views)"), (["--tta", "--tta-shift", "1"], "px: 18 views)")],
+    [
+        (["--tta", "--tta-shift", "0"], "(mirror: 2 views)"),
+        (["--no-tta", "--tta-shift", "2"], "(shifts of up to 2 px: 25 views)"),
+        ([], "(mirror, shifts of up to 2 px: 50 views)"),  # the default's eval.tta, tta_shift
+    ],
 )
 def test_test_time_views_fold_in_too(
     options: list[str], says: str, runs: dict[str, Path], real_photos: Path, tmp_path: Path
@@ -147,7 +151,7 @@ def test_the_readme_example_labels_a_photo_without_catdog(
         env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
-    expected = float(catdog_p_dog(runs["default"], [photo], "--no-tta")[0])
+    expected = float(catdog_p_dog(runs["default"], [photo])[0])  # the run's views, as exported
     printed = re.search(r"(cat|dog) \(P\(dog\) = ([0-9.]+)\)", result.stdout)
     assert printed is not None, result.stdout
     assert printed.group(1) == ("dog" if expected >= 0.5 else "cat")

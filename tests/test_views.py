@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from catdog.batches import _flip_and_shift, to_inputs
+from catdog.config import Config
+from catdog.evaluate import chosen_views
 from catdog.metrics import predict_pixels
 from catdog.model import MLP
 from catdog.views import gather_views, view_count, view_sources
@@ -82,3 +84,15 @@ def test_prediction_averages_every_view_and_member(mirror: bool, shift: int) -> 
              reference_views(pixels, mirror, shift)]
         ).mean((0, 2))  # fmt: skip
     torch.testing.assert_close(torch.sigmoid(logits), p, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("tta", "tta_shift", "chosen"),
+    [(None, None, (True, 1)), (False, None, (False, 0)), (True, None, (True, 1)),
+     (None, 2, (True, 2)), (False, 2, (False, 2)), (None, 0, (True, 0))],
+)  # fmt: skip
+def test_no_tta_turns_every_view_off_unless_shifts_are_named(
+    tta: bool | None, tta_shift: int | None, chosen: tuple[bool, int]
+) -> None:
+    config = Config.model_validate({"eval": {"tta": True, "tta_shift": 1}})
+    assert chosen_views(config, tta, tta_shift) == chosen
