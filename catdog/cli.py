@@ -208,6 +208,7 @@ def evaluate(
     typer.echo(
         f"checkpoint: {report['checkpoint']} (epoch {report['epoch']})\n"
         f"data: {report['data']}\n"
+        f"test-time views: {report['views']} per photo\n"
         f"count: {report['count']}  accuracy: {report['accuracy']:.2%}  "
         f"loss: {report['loss']:.4f}\n"
         f"auc: {'n/a (one class)' if report['auc'] is None else format(report['auc'], '.4f')}  "

@@ -23,6 +23,7 @@ from catdog.images import load_images
 from catdog.losses import LOSSES
 from catdog.metrics import Measurement, measure
 from catdog.outputs import check_new_folder
+from catdog.views import describe
 
 
 @dataclass
@@ -182,6 +183,7 @@ def evaluate_photos(
         "skipped": len(images.skipped),
         "tta": tta,
         "tta_shift": tta_shift,
+        "views": describe(tta, tta_shift, config.data.image_size),
         **classification.summary(labels, result.probabilities),
     }
     paths = [images.paths[i] for i in indices]

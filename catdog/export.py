@@ -27,7 +27,7 @@ from catdog.checkpoint import resolve_checkpoint
 from catdog.errors import CheckpointError, ConfigError
 from catdog.evaluate import Trained, chosen_views, restore
 from catdog.outputs import check_new_file, written
-from catdog.views import gather_views, view_count, view_sources
+from catdog.views import describe, gather_views, view_sources
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -88,10 +88,8 @@ class Exported:
     def describe(self) -> str:
         channels, size, _ = self.input_shape
         colour = "gray" if channels == 1 else "RGB"
-        shifts = f"shifts of up to {self.tta_shift} px"
-        kinds = ["mirror"] * self.tta + [shifts] * (self.tta_shift > 0)
-        count = view_count(self.tta, self.tta_shift, size)
-        mirror = f", TTA folded in ({', '.join(kinds)}: {count} views)" if kinds else ""
+        views = self.tta or self.tta_shift > 0
+        mirror = f", TTA folded in ({describe(self.tta, self.tta_shift, size)})" if views else ""
         return (
             f"wrote {self.path}: input {INPUT_NAME} uint8 (N, {channels}, {size}, {size}) "
             f"{colour} photos squashed to {size}x{size}, output {OUTPUT_NAME} float32 (N,)"

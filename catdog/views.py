@@ -18,6 +18,13 @@ def view_count(mirror: bool, shift: int, size: int) -> int:
     return (2 * reach + 1) ** 2 * (2 if mirror else 1)
 
 
+def describe(mirror: bool, shift: int, size: int) -> str:
+    """'mirror, shifts of up to 2 px: 50 views', or '1 view' for the photo alone."""
+    kinds = ["mirror"] * mirror + [f"shifts of up to {min(shift, size - 1)} px"] * (shift > 0)
+    count = view_count(mirror, shift, size)
+    return f"{', '.join(kinds)}: {count} views" if kinds else "1 view"
+
+
 def view_sources(size: int, mirror: bool, shift: int) -> Tensor:
     """int64 (V, S·S): the flat source pixel of each output pixel, for V views of an S×S photo.
 

@@ -11,7 +11,7 @@ from catdog.config import Config
 from catdog.evaluate import chosen_views
 from catdog.metrics import predict_pixels
 from catdog.model import MLP
-from catdog.views import gather_views, view_count, view_sources
+from catdog.views import describe, gather_views, view_count, view_sources
 
 
 def shifted_reference(images: torch.Tensor, dy: int, dx: int, reach: int) -> torch.Tensor:
@@ -96,3 +96,9 @@ def test_no_tta_turns_every_view_off_unless_shifts_are_named(
 ) -> None:
     config = Config.model_validate({"eval": {"tta": True, "tta_shift": 1}})
     assert chosen_views(config, tta, tta_shift) == chosen
+
+
+def test_views_are_described_as_counted() -> None:
+    assert describe(True, 2, 16) == "mirror, shifts of up to 2 px: 50 views"
+    assert describe(False, 5, 3) == "shifts of up to 2 px: 25 views"  # capped like the views
+    assert describe(True, 0, 16) == "mirror: 2 views" and describe(False, 0, 16) == "1 view"
