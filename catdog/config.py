@@ -241,7 +241,7 @@ class EvalConfig(Section):
     passes a photo). The per-epoch validation leaves the shifts out (it would cost 50 times an
     epoch's validation), so its figures can differ from evaluate's. 0: off."""
     batch_size: int = Field(1024, ge=1)
-    """Photos per forward pass when measuring (memory, not results)."""
+    """Rows per forward pass when measuring, photos × test-time views (memory, not results)."""
 
 
 class OutputConfig(Section):

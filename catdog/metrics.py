@@ -8,7 +8,7 @@ from torch import nn
 
 from catdog.batches import to_inputs
 from catdog.losses import Loss
-from catdog.views import gather_views, view_sources
+from catdog.views import gather_views, view_count, view_sources
 
 
 @dataclass
@@ -82,8 +82,10 @@ def measure(
     model.eval()
     indices = np.sort(np.asarray(indices, dtype=np.int64))
     logits = []
-    for start in range(0, len(indices), batch_size):
-        rows = indices[start : start + batch_size]
+    # batch_size counts forward rows: with V views a batch holds batch_size // V photos.
+    photos = max(1, batch_size // view_count(tta, tta_shift, pixels.shape[-1]))
+    for start in range(0, len(indices), photos):
+        rows = indices[start : start + photos]
         logit = predict_pixels(model, pixels[rows], mean, std, device, tta, tta_shift)
         logits.append(logit.float().cpu())
     model.train(was_training)

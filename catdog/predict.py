@@ -2,7 +2,7 @@
 
 Photos go through the same decode path as `evaluate` (all cores, cached on disk), so a
 folder predicted twice, or predicted after it was evaluated, is read from the cache; the
-network then runs on batches of `eval.batch_size` photos.
+network then runs on batches of `eval.batch_size` rows (photos × test-time views).
 """
 
 import csv
@@ -118,6 +118,7 @@ def predict(
     from catdog.evaluate import chosen_views, restore
     from catdog.images import load_images
     from catdog.metrics import predict_pixels
+    from catdog.views import view_count
 
     trained = trained or restore(target, device)
     config = trained.config
@@ -138,7 +139,8 @@ def predict(
         progress=progress,
     )
     chunks = []
-    batch = config.eval.batch_size
+    # eval.batch_size counts forward rows: with V views a batch holds batch_size // V photos.
+    batch = max(1, config.eval.batch_size // view_count(tta, tta_shift, config.data.image_size))
     trained.model.eval()
     for start in range(0, len(images), batch):
         pixels = np.array(images.pixels[start : start + batch])  # torch wants it writable

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from catdog.batches import _flip_and_shift, to_inputs
 from catdog.config import Config
 from catdog.evaluate import chosen_views
-from catdog.metrics import predict_pixels
+from catdog.losses import LOSSES
+from catdog.metrics import measure, predict_pixels
 from catdog.model import MLP
 from catdog.views import describe, gather_views, view_count, view_sources
 
@@ -102,3 +103,21 @@ def test_views_are_described_as_counted() -> None:
     assert describe(True, 2, 16) == "mirror, shifts of up to 2 px: 50 views"
     assert describe(False, 5, 3) == "shifts of up to 2 px: 25 views"  # capped like the views
     assert describe(True, 0, 16) == "mirror: 2 views" and describe(False, 0, 16) == "1 view"
+
+
+def test_views_fill_batches_of_rows_and_keep_the_photos_order() -> None:
+    torch.manual_seed(0)
+    ensemble = MLP(3 * 4 * 4, (6,), members=2).eval()
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 3, 4, 4), dtype=np.uint8)
+    labels = np.arange(7) % 2
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+
+    def probabilities(batch_size: int) -> np.ndarray:
+        return measure(
+            ensemble, pixels, labels, np.arange(7), mean, std, LOSSES["bce"],
+            torch.device("cpu"), batch_size=batch_size, tta=True, tta_shift=1,
+        ).probabilities  # fmt: skip
+
+    one_photo_a_batch = probabilities(18)  # 18 views: one photo per forward pass
+    np.testing.assert_allclose(one_photo_a_batch, probabilities(1024), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(one_photo_a_batch, probabilities(1), rtol=0, atol=1e-6)
