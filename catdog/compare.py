@@ -159,6 +159,12 @@ def compare(
 
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: give at least 1 process")
+    for planned in runs:
+        if planned.config.data.val_fraction == 0:
+            raise ConfigError(
+                f"{planned.label}: data.val_fraction 0 trains on every photo, and compare "
+                "ranks runs on their validation split; hold some out: --set data.val_fraction=0.2"
+            )
     if target_loss is not None and not (math.isfinite(target_loss) and target_loss > 0):
         raise ConfigError(f"--target-loss {target_loss}: give a positive, finite loss")
     if tune is not None:

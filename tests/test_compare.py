@@ -391,6 +391,10 @@ def test_a_diverging_run_is_recorded_and_the_others_still_run(
             ["with --grid optimizer.nam=sgd", "optimizer.nam", "not taken"],
         ),
         (["--grid", "optimizer.name=sgd,adamw"], ["adamw", "with --grid"]),
+        (
+            ["--grid", "optimizer.lr=0.1,0.2", "--set", "data.val_fraction=0"],
+            ["optimizer.lr=0.1", "data.val_fraction 0", "hold some out"],
+        ),
     ],
 )
 def test_bad_compare_input_is_one_line_and_exit_2(
