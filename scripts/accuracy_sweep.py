@@ -49,20 +49,31 @@ def table(results: Path, tags: list[str]) -> list[str]:
             row = json.loads(line)
             if row["tag"] in tags:
                 rows[row["tag"]] = row
+    figures = {
+        "last": "last",
+        "best_pt": "best.pt",
+        "judge": "judge",
+        "judge_views": "judge, views",
+    }
     lines = [
-        "| recipe | seeds | last, mean ± std | best.pt, mean ± std | train s |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+        "| recipe | seeds | " + " | ".join(f"{name}, mean ± std" for name in figures.values())
+        + " | train s |",
+        "| --- " * (len(figures) + 3) + "|",
+    ]  # fmt: skip
     for tag in tags:
         if tag not in rows:
-            lines.append(f"| {tag} | not finished | | | |")
+            lines.append(f"| {tag} | not finished |" + " |" * (len(figures) + 1))
             continue
         row = rows[tag]
         seconds = row["train_seconds"]
+        cells = [
+            f"{100 * row[f'{key}_mean']:.2f} ± {100 * row[f'{key}_std']:.2f}"
+            if f"{key}_mean" in row
+            else "—"  # a refit has no split; a run without --judge no judge
+            for key in figures
+        ]
         lines.append(
-            f"| {tag} | {len(row['seeds'])} "
-            f"| {100 * row['last_mean']:.2f} ± {100 * row['last_std']:.2f} "
-            f"| {100 * row['best_pt_mean']:.2f} ± {100 * row['best_pt_std']:.2f} "
+            f"| {tag} | {len(row['seeds'])} | {' | '.join(cells)} "
             f"| {min(seconds):.0f}–{max(seconds):.0f} |"
         )
     return lines
